@@ -1,0 +1,25 @@
+"""Sequence and image encoders built on :mod:`attnmtl.attention`.
+
+Every encoder returns an :class:`EncoderOutput`: pooled features, per-step features, the mask
+and the attention it computed.
+"""
+
+from attnmtl.encoders.cnn import ConvEncoder
+from attnmtl.encoders.output import EncoderOutput
+from attnmtl.encoders.pooling import MaskedPooling, lengths_to_mask, make_pooling
+from attnmtl.encoders.positional import PositionalEncoding, sinusoidal_table
+from attnmtl.encoders.rnn import RNNEncoder
+from attnmtl.encoders.transformer import TransformerEncoder, TransformerEncoderLayer
+
+__all__ = [
+    "ConvEncoder",
+    "EncoderOutput",
+    "MaskedPooling",
+    "PositionalEncoding",
+    "RNNEncoder",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
+    "lengths_to_mask",
+    "make_pooling",
+    "sinusoidal_table",
+]
