@@ -1,0 +1,1 @@
+"""Benchmarks of attnmtl modules against reference implementations (see :mod:`.attention`)."""
