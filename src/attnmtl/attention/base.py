@@ -36,6 +36,20 @@ def check_key_padding_mask(mask: Tensor | None, batch: int, keys: int) -> None:
         )
 
 
+def check_qkv(query: Tensor, key: Tensor, value: Tensor, expected: str) -> None:
+    """Raise ValueError unless query, key and value are 3-D with agreeing batch and key axes."""
+    if (
+        query.dim() != 3
+        or key.dim() != 3
+        or value.shape[:2] != key.shape[:2]
+        or query.shape[0] != key.shape[0]
+    ):
+        raise ValueError(
+            f"query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}; "
+            f"expected {expected}"
+        )
+
+
 class SoftAttention(nn.Module, ABC):
     """Single-head attention: ``weights = select(score(q, k))``, ``output = weights @ v``.
 
@@ -71,16 +85,7 @@ class SoftAttention(nn.Module, ABC):
         if single:
             query = query.unsqueeze(1)  # (B, 1, Dq)
         value = key if value is None else value
-        if (
-            query.dim() != 3
-            or key.dim() != 3
-            or value.shape[:2] != key.shape[:2]
-            or query.shape[0] != key.shape[0]
-        ):
-            raise ValueError(
-                f"query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}; "
-                "expected (B, Tq, Dq) or (B, Dq), (B, Tk, Dk) and (B, Tk, Dv)"
-            )
+        check_qkv(query, key, value, "(B, Tq, Dq) or (B, Dq), (B, Tk, Dk) and (B, Tk, Dv)")
         check_key_padding_mask(key_padding_mask, key.shape[0], key.shape[1])
         mask = None if key_padding_mask is None else key_padding_mask[:, None, :]  # (B, 1, Tk)
         out, weights = self.attend(query, key, value, mask, return_weights)

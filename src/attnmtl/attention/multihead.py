@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnmtl.attention.base import check_dropout, check_key_padding_mask
+from attnmtl.attention.base import check_dropout, check_key_padding_mask, check_qkv
 from attnmtl.attention.scaled_dot import attention_mask, sdpa_reference
 from attnmtl.attention.selection import Selection
 
@@ -109,16 +109,7 @@ class MultiHeadAttention(nn.Module):
         """
         key = query if key is None else key
         value = key if value is None else value
-        if (
-            query.dim() != 3
-            or key.dim() != 3
-            or value.shape[:2] != key.shape[:2]
-            or query.shape[0] != key.shape[0]
-        ):
-            raise ValueError(
-                f"query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}; "
-                "expected (B, Tq, D), (B, Tk, kdim) and (B, Tk, vdim)"
-            )
+        check_qkv(query, key, value, "(B, Tq, D), (B, Tk, kdim) and (B, Tk, vdim)")
         batch, tq, tk = query.shape[0], query.shape[1], key.shape[1]
         check_key_padding_mask(key_padding_mask, batch, tk)
         q, k, v = (self._heads(t) for t in self._project(query, key, value))  # (B, H, T, d)
