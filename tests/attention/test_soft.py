@@ -27,6 +27,20 @@ def explicit_softmax_attention(scores, value, mask=None):
     return torch.einsum("bqk,bkv->bqv", weights, value), weights
 
 
+def assert_matches_explicit(att, q, k, v, scores, mask):
+    """``att``'s weights and output equal softmax(scores) over unmasked keys, then @ v.
+
+    Returns the explicit (output, weights) for further checks.
+    """
+    out, weights = att(q, k, v, key_padding_mask=mask, return_weights=True)
+    ref_out, ref_weights = explicit_softmax_attention(
+        scores, v, None if mask is None else mask[:, None, :]
+    )
+    torch.testing.assert_close(weights, ref_weights, **TOL)
+    torch.testing.assert_close(out, ref_out, **TOL)
+    return ref_out, ref_weights
+
+
 def padding_mask(kind: str, batch: int = B, keys: int = TK):
     if kind == "none":
         return None
@@ -79,10 +93,7 @@ def test_dot_score_and_output():
     scores = torch.einsum("bqd,bkd->bqk", q, k)
     torch.testing.assert_close(att.score(q, k), scores, **TOL)
     mask = padding_mask("fully_masked")
-    out, weights = att(q, k, v, key_padding_mask=mask, return_weights=True)
-    ref_out, ref_weights = explicit_softmax_attention(scores, v, mask[:, None, :])
-    torch.testing.assert_close(weights, ref_weights, **TOL)
-    torch.testing.assert_close(out, ref_out, **TOL)
+    assert_matches_explicit(att, q, k, v, scores, mask)
 
 
 def test_dot_hand_computed():
@@ -100,10 +111,7 @@ def test_general_score_and_output():
     scores = torch.einsum("bqi,ij,bkj->bqk", q, w, k)
     torch.testing.assert_close(att.score(q, k), scores, **TOL)
     mask = padding_mask("padding")
-    out, weights = att(q, k, v, key_padding_mask=mask, return_weights=True)
-    ref_out, ref_weights = explicit_softmax_attention(scores, v, mask[:, None, :])
-    torch.testing.assert_close(weights, ref_weights, **TOL)
-    torch.testing.assert_close(out, ref_out, **TOL)
+    assert_matches_explicit(att, q, k, v, scores, mask)
 
 
 def test_general_hand_computed():
@@ -133,13 +141,8 @@ def test_scaled_dot_matches_explicit_formula(mask_kind):
     q, k, v = torch.randn(B, TQ, D), torch.randn(B, TK, D), torch.randn(B, TK, DV)
     mask = padding_mask(mask_kind)
     scores = torch.einsum("bqd,bkd->bqk", q, k) / math.sqrt(D)
-    ref_out, ref_weights = explicit_softmax_attention(
-        scores, v, None if mask is None else mask[:, None, :]
-    )
     att = ScaledDotProductAttention()
-    out, weights = att(q, k, v, key_padding_mask=mask, return_weights=True)
-    torch.testing.assert_close(weights, ref_weights, **TOL)
-    torch.testing.assert_close(out, ref_out, **TOL)
+    ref_out, ref_weights = assert_matches_explicit(att, q, k, v, scores, mask)
     torch.testing.assert_close(att(q, k, v, key_padding_mask=mask), ref_out, **TOL)
     ref_out4, ref_weights4 = sdpa_reference(q, k, v, None if mask is None else mask[:, None, :])
     torch.testing.assert_close(ref_out4, ref_out, **TOL)
