@@ -104,7 +104,8 @@ class RNNEncoder(nn.Module):
         if lengths is None:
             seq, state = self.rnn(x)  # (B, T, D)
         else:
-            if int(lengths.min()) < 1 or int(lengths.max()) > steps:
+            shortest, longest = (int(v) for v in torch.aminmax(lengths))
+            if shortest < 1 or longest > steps:
                 raise ValueError(f"lengths must lie in [1, {steps}]")
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
             seq, state = self.rnn(packed)
