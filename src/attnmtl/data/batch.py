@@ -1,0 +1,50 @@
+"""One mini-batch of a multi-task data set.
+
+Axes: B batch, T time, F features, C channels, K tasks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+Inputs = Tensor | dict[str, Tensor]
+
+
+def move_inputs(inputs: Inputs, device: torch.device | str, non_blocking: bool = False) -> Inputs:
+    """``inputs`` (a tensor or a dict of tensors) on ``device``."""
+    if isinstance(inputs, Tensor):
+        return inputs.to(device, non_blocking=non_blocking)
+    return {k: v.to(device, non_blocking=non_blocking) for k, v in inputs.items()}
+
+
+@dataclass
+class Batch:
+    """Inputs, per-task labels and per-task label masks of B samples.
+
+    Attributes:
+        inputs: (B, T, F) sequences, (B, C, *S) images, or a dict of such tensors.
+        labels: task → labels in that task's convention (:mod:`attnmtl.tasks`); entries of
+            samples not labelled for the task hold an arbitrary filler and must never be read.
+        label_mask: task → (B,) bool, True where the sample is labelled for the task.
+        lengths: (B,) real lengths of right-padded sequences, or None.
+    """
+
+    inputs: Inputs
+    labels: dict[str, Tensor]
+    label_mask: dict[str, Tensor]
+    lengths: Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(next(iter(self.label_mask.values())).shape[0])
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """This batch on ``device``."""
+        return Batch(
+            move_inputs(self.inputs, device, non_blocking),
+            {k: v.to(device, non_blocking=non_blocking) for k, v in self.labels.items()},
+            {k: v.to(device, non_blocking=non_blocking) for k, v in self.label_mask.items()},
+            None if self.lengths is None else self.lengths.to(device, non_blocking=non_blocking),
+        )
