@@ -1,0 +1,32 @@
+"""Task-balancing strategies behind one interface (:class:`Weighting`), found by name.
+
+Build by name: ``create_weighting("dwa", tasks=["digit", "shift"], temperature=2.0)``.
+Importing this package registers every strategy below.
+"""
+
+from attnmtl.weighting.base import StepContext, Weighting
+from attnmtl.weighting.dwa import DynamicWeightAverage
+from attnmtl.weighting.equal import EqualWeighting
+from attnmtl.weighting.famo import FAMO
+from attnmtl.weighting.registry import (
+    WEIGHTINGS,
+    create_weighting,
+    list_weightings,
+    register_weighting,
+)
+from attnmtl.weighting.rlw import RandomLossWeighting
+from attnmtl.weighting.uncertainty import UncertaintyWeighting
+
+__all__ = [
+    "FAMO",
+    "WEIGHTINGS",
+    "DynamicWeightAverage",
+    "EqualWeighting",
+    "RandomLossWeighting",
+    "StepContext",
+    "UncertaintyWeighting",
+    "Weighting",
+    "create_weighting",
+    "list_weightings",
+    "register_weighting",
+]

@@ -1,0 +1,99 @@
+"""The task-weighting interface every balancing method implements.
+
+Axes: K tasks present in the batch.
+
+A strategy owns its state (buffers, and parameters for methods that learn weights), receives the
+per-task losses of one step and what it needs (:class:`StepContext`), performs the backward pass
+itself, and returns the weights it used. The trainer calls the same three methods for every
+strategy and never branches on a name (LibMTL's trainer sets attributes on its weighting objects
+and switches on method names; that is what this interface replaces).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from torch import Tensor, nn
+
+Needs = Literal["losses", "parameters", "features"]
+
+
+def identity(loss: Tensor) -> Tensor:
+    """The loss unchanged (no gradient scaling)."""
+    return loss
+
+
+@dataclass
+class StepContext:
+    """What a strategy may use in one step besides the losses.
+
+    Attributes:
+        shared_parameters: the model's shared parameters (gradient-based methods take per-task
+            gradients of these).
+        features: the shared representation of this batch, in the graph (the ``features``
+            gradient mode differentiates the losses with respect to it), or None.
+        step: optimizer steps taken before this one (0-based, across epochs).
+        epoch: the current epoch (0-based).
+        scale: applied to the combined loss before ``backward`` (AMP's ``GradScaler.scale``);
+            identity otherwise.
+    """
+
+    shared_parameters: Sequence[nn.Parameter]
+    features: Tensor | None
+    step: int
+    epoch: int
+    scale: Callable[[Tensor], Tensor] = identity
+
+
+class Weighting(nn.Module, ABC):
+    """Base class of task-balancing strategies.
+
+    Args:
+        tasks: names of all tasks, in order. A batch may carry losses for a subset of them
+            (samples labelled for some tasks only); a strategy weights the tasks present and
+            leaves the others' state untouched for that step.
+
+    Subclasses set ``needs`` to say what the trainer must provide in :class:`StepContext`
+    (``losses`` only, ``parameters`` or ``features``), implement :meth:`backward`, and may
+    override :meth:`after_step`. Learnable weights are ``nn.Parameter`` s of the strategy; the
+    trainer adds :meth:`parameters` to its optimizer (without weight decay), and saves
+    ``state_dict()`` plus :meth:`extra_state` in checkpoints.
+    """
+
+    needs: ClassVar[Needs] = "losses"
+
+    def __init__(self, tasks: Sequence[str]) -> None:
+        super().__init__()
+        if not tasks or len(set(tasks)) != len(tasks):
+            raise ValueError(f"tasks={list(tasks)!r}; expected distinct task names")
+        self.tasks = list(tasks)
+
+    def index(self, task: str) -> int:
+        """Position of ``task`` in :attr:`tasks`."""
+        return self.tasks.index(task)
+
+    @abstractmethod
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
+        """Combine ``losses`` (task → scalar, tasks present this step), run the backward pass.
+
+        Returns:
+            task → the weight (a detached scalar tensor) the strategy applied to that task's
+            loss this step (for gradient-based methods, the equivalent weight they report).
+        """
+
+    def after_step(self, recompute: Callable[[], Mapping[str, Tensor]]) -> None:
+        """Hook run after the optimizer step.
+
+        ``recompute()`` returns the per-task losses of the same batch under the updated model
+        (no gradient); it costs a forward pass, so only strategies that need it (FAMO) call it.
+        """
+
+    def extra_state(self) -> dict[str, object]:
+        """JSON-serialisable state outside ``state_dict()`` (e.g. loss histories)."""
+        return {}
+
+    def load_extra_state(self, state: Mapping[str, object]) -> None:
+        """Restore what :meth:`extra_state` returned."""
