@@ -5,6 +5,7 @@ and the attention it computed.
 """
 
 from attnmtl.encoders.cnn import ConvEncoder
+from attnmtl.encoders.mlp import MLPEncoder
 from attnmtl.encoders.output import EncoderOutput
 from attnmtl.encoders.pooling import MaskedPooling, lengths_to_mask, make_pooling
 from attnmtl.encoders.positional import PositionalEncoding, sinusoidal_table
@@ -14,6 +15,7 @@ from attnmtl.encoders.transformer import TransformerEncoder, TransformerEncoderL
 __all__ = [
     "ConvEncoder",
     "EncoderOutput",
+    "MLPEncoder",
     "MaskedPooling",
     "PositionalEncoding",
     "RNNEncoder",

@@ -3,17 +3,37 @@
 Build by name: ``create_model("seed_attn_rnn", input_dim=1, output_dim=10)``.
 """
 
+from attnmtl.models.attention_mtl import AttentionMTL
+from attnmtl.models.base import MultiTaskModel, make_head, unique_parameters
+from attnmtl.models.cross_stitch import CrossStitch, CrossStitchUnit
+from attnmtl.models.encoder import ENCODER_KINDS, SharedEncoder, build_encoder
+from attnmtl.models.hard_sharing import HardSharing
+from attnmtl.models.mmoe import MMoE
+from attnmtl.models.mtan import MTAN, MTANTrace
 from attnmtl.models.output import MultiTaskOutput
 from attnmtl.models.registry import MODELS, create_model, list_models, register_model
 from attnmtl.models.seed import SEED_TASKS, SeedAttnRNN, SeedAttnTransferMTL
 
 __all__ = [
+    "ENCODER_KINDS",
     "MODELS",
+    "MTAN",
     "SEED_TASKS",
+    "AttentionMTL",
+    "CrossStitch",
+    "CrossStitchUnit",
+    "HardSharing",
+    "MMoE",
+    "MTANTrace",
+    "MultiTaskModel",
     "MultiTaskOutput",
     "SeedAttnRNN",
     "SeedAttnTransferMTL",
+    "SharedEncoder",
+    "build_encoder",
     "create_model",
     "list_models",
+    "make_head",
     "register_model",
+    "unique_parameters",
 ]

@@ -84,6 +84,8 @@ class SeedAttnTransferMTL(nn.Module):
         task2_dim: outputs of task 2 (2 classes in the note).
         cell: ``rnn`` as in the note, or ``gru`` / ``lstm``.
         shared_encoder: one RNN for both tasks (the note's text) instead of one per task.
+        task_names: names of the two tasks (the note's ``task1``, ``task2`` by default), so
+            the model can train on a data set whose tasks are named otherwise.
     """
 
     def __init__(
@@ -94,18 +96,27 @@ class SeedAttnTransferMTL(nn.Module):
         task2_dim: int = 2,
         cell: str = "rnn",
         shared_encoder: bool = False,
+        task_names: tuple[str, str] = SEED_TASKS,
     ) -> None:
         super().__init__()
         if task1_dim < 1 or task2_dim < 1:
             raise ValueError(f"task1_dim={task1_dim!r}, task2_dim={task2_dim!r}; expected >= 1")
+        if len(task_names) != 2 or task_names[0] == task_names[1] or "shared" in task_names:
+            raise ValueError(
+                f"task_names={task_names!r}; expected two distinct names other than 'shared'"
+            )
+        self.task_names = tuple(task_names)
         self.shared_encoder = shared_encoder
         self.attention = AttentionPooling(hidden_dim)  # the one scorer both tasks share
-        names = ("shared",) if shared_encoder else SEED_TASKS
+        names = ("shared",) if shared_encoder else self.task_names
         self.encoders = nn.ModuleDict(
             {n: RNNEncoder(input_dim, hidden_dim, cell=cell, pooling=self.attention) for n in names}
         )
         self.heads = nn.ModuleDict(
-            {"task1": nn.Linear(hidden_dim, task1_dim), "task2": nn.Linear(hidden_dim, task2_dim)}
+            {
+                self.task_names[0]: nn.Linear(hidden_dim, task1_dim),
+                self.task_names[1]: nn.Linear(hidden_dim, task2_dim),
+            }
         )
 
     def _rnn(self, name: str) -> nn.Module:
@@ -117,7 +128,7 @@ class SeedAttnTransferMTL(nn.Module):
         """Both tasks' logits and attention (B, T) for every sample of ``x`` (B, T, F)."""
         preds, attention = {}, {}
         shared = self.encoders["shared"](x, lengths) if self.shared_encoder else None
-        for task in SEED_TASKS:
+        for task in self.task_names:
             enc = shared if shared is not None else self.encoders[task](x, lengths)
             preds[task] = self.heads[task](enc.pooled)
             attention[task] = enc.attention
@@ -143,7 +154,7 @@ class SeedAttnTransferMTL(nn.Module):
                 "expected two (B,) tensors"
             )
         losses = {}
-        for index, task in enumerate(SEED_TASKS, start=1):
+        for index, task in enumerate(self.task_names, start=1):
             rows = task_mask == index
             if bool(rows.any()):
                 losses[task] = logit_loss(output.preds[task][rows], target[rows])
@@ -160,8 +171,8 @@ class SeedAttnTransferMTL(nn.Module):
 
     def task_parameters(self, task: str) -> list[nn.Parameter]:
         """The task's head (and its own RNN, unless the encoder is shared)."""
-        if task not in SEED_TASKS:
-            raise ValueError(f"task={task!r}; expected one of: {', '.join(SEED_TASKS)}")
+        if task not in self.task_names:
+            raise ValueError(f"task={task!r}; expected one of: {', '.join(self.task_names)}")
         params = list(self.heads[task].parameters())
         if not self.shared_encoder:
             params += list(self._rnn(task).parameters())

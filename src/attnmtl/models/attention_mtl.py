@@ -1,0 +1,84 @@
+"""Shared encoder + per-task attention pooling + per-task heads (the default model).
+
+Axes: B batch, T time (or positions), D features, K tasks.
+
+Each task reads the shared encoder's per-step features through its own attention pooling, so
+tasks that care about different parts of the input ("what" and "where") attend to different
+steps of one shared representation — the seed note's per-task attention over a shared encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from attnmtl.attention import AttentionPooling
+from attnmtl.data.batch import Inputs
+from attnmtl.models.base import MultiTaskModel, make_head
+from attnmtl.models.encoder import build_encoder
+from attnmtl.models.output import MultiTaskOutput
+from attnmtl.models.registry import register_model
+from attnmtl.tasks import Task
+
+
+@register_model("attention_mtl")
+class AttentionMTL(MultiTaskModel):
+    """A shared encoder, one attention pooling per task and one head per task.
+
+    Args:
+        tasks: the tasks (injected from the data set).
+        input_shape: one sample's input shape (injected).
+        layout: ``sequence``, ``image`` or ``table`` (injected).
+        encoder: ``rnn``, ``transformer`` or ``cnn`` (see :mod:`attnmtl.models.encoder`).
+        encoder_options: keyword arguments of the encoder (``hidden_dim``, ``cell``...).
+        attention_options: keyword arguments of each task's
+            :class:`~attnmtl.attention.AttentionPooling` (``hidden_dim``, ``selection``...).
+        head_hidden_dim: hidden width of each task's MLP head; None = one Linear layer.
+        dropout: dropout on the pooled features and inside MLP heads.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[Task],
+        input_shape: tuple[int, ...],
+        layout: str = "sequence",
+        encoder: str = "rnn",
+        encoder_options: Mapping[str, Any] | None = None,
+        attention_options: Mapping[str, Any] | None = None,
+        head_hidden_dim: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(tasks)
+        options = {"pooling": "mean", **dict(encoder_options or {})}
+        self.encoder = build_encoder(encoder, tuple(input_shape), layout, **options)
+        dim = self.encoder.dim
+        self.attention = nn.ModuleDict(
+            {name: AttentionPooling(dim, **dict(attention_options or {})) for name in self.tasks}
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict(
+            {
+                name: make_head(self._pooled_dim(name), task.out_dim, head_hidden_dim, dropout)
+                for name, task in self.tasks.items()
+            }
+        )
+
+    def _pooled_dim(self, task: str) -> int:
+        pool = self.attention[task]
+        assert isinstance(pool, AttentionPooling)
+        return pool.out_dim
+
+    def task_modules(self, task: str) -> list[nn.Module]:
+        return [self.attention[task], self.heads[task]]
+
+    def forward(self, inputs: Inputs, lengths: Tensor | None = None) -> MultiTaskOutput:
+        """Every task's predictions, attention (B, T) and the shared sequence (B, T, D)."""
+        enc = self.encoder(inputs, lengths)
+        preds, attention = {}, {}
+        for name in self.tasks:
+            pooled, weights = self.attention[name](enc.sequence, enc.mask, return_weights=True)
+            preds[name] = self.heads[name](self.dropout(pooled.flatten(1)))  # (B, out)
+            attention[name] = weights
+        return MultiTaskOutput(preds, attention, enc.sequence)

@@ -1,0 +1,102 @@
+"""Hard parameter sharing: one shared encoder and one shared pooling, one head per task.
+
+Axes: B batch, T time (or positions), D features, K tasks.
+
+The classic multi-task baseline (Caruana, "Multitask Learning", Machine Learning, 1997): every
+hidden layer is shared and only the output layers belong to a task. Here even the pooling is
+shared, so every task reads the same pooled vector; that makes this the ablation of
+:mod:`attnmtl.models.attention_mtl` that removes per-task attention and shows what it adds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from attnmtl.data.batch import Inputs
+from attnmtl.models.base import MultiTaskModel, make_head
+from attnmtl.models.encoder import build_encoder
+from attnmtl.models.output import MultiTaskOutput
+from attnmtl.models.registry import register_model
+from attnmtl.tasks import Task
+
+SHARED_POOLINGS = ("mean", "max", "attention")
+
+
+def check_encoder_options(options: Mapping[str, Any], reserved: Sequence[str]) -> dict[str, Any]:
+    """``options`` as a dict; ValueError if it sets a key the model sets itself."""
+    clash = sorted(set(options) & set(reserved))
+    if clash:
+        raise ValueError(
+            f"encoder_options sets {clash}; give these as the model's own arguments "
+            "or leave them out (the model sets them)"
+        )
+    return dict(options)
+
+
+@register_model("hard_sharing")
+class HardSharing(MultiTaskModel):
+    """A shared encoder with one pooling for all tasks, and one head per task.
+
+    Args:
+        tasks: the tasks (injected from the data set).
+        input_shape: one sample's input shape (injected).
+        layout: ``sequence``, ``image`` or ``table`` (injected).
+        encoder: ``rnn``, ``transformer`` or ``cnn`` (see :mod:`attnmtl.models.encoder`).
+        pooling: ``mean``, ``max`` or ``attention``: the one pooling every task reads.
+        encoder_options: keyword arguments of the encoder (``hidden_dim``, ``channels``...),
+            without ``pooling`` / ``pooling_options``.
+        pooling_options: options of the attention pooling (with ``pooling='attention'``).
+        head_hidden_dim: hidden width of each task's MLP head; None = one Linear layer.
+        dropout: dropout on the pooled features and inside MLP heads.
+
+    With attention pooling, ``attention[task]`` holds the shared pooling weights, the same
+    tensor for every task (no task has attention of its own); otherwise it is empty.
+    ``features`` is the pooled vector (B, D) that every head reads.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[Task],
+        input_shape: tuple[int, ...],
+        layout: str = "sequence",
+        encoder: str = "rnn",
+        pooling: str = "mean",
+        encoder_options: Mapping[str, Any] | None = None,
+        pooling_options: Mapping[str, Any] | None = None,
+        head_hidden_dim: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(tasks)
+        if pooling not in SHARED_POOLINGS:
+            raise ValueError(f"pooling={pooling!r}; expected one of: {', '.join(SHARED_POOLINGS)}")
+        options = check_encoder_options(encoder_options or {}, ("pooling", "pooling_options"))
+        self.encoder = build_encoder(
+            encoder,
+            tuple(input_shape),
+            layout,
+            pooling=pooling,
+            pooling_options=pooling_options,
+            **options,
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict(
+            {
+                name: make_head(self.encoder.out_dim, task.out_dim, head_hidden_dim, dropout)
+                for name, task in self.tasks.items()
+            }
+        )
+
+    def task_modules(self, task: str) -> list[nn.Module]:
+        return [self.heads[task]]
+
+    def forward(self, inputs: Inputs, lengths: Tensor | None = None) -> MultiTaskOutput:
+        """Every task's predictions from the shared pooled vector (B, D), which is ``features``."""
+        enc = self.encoder(inputs, lengths)
+        shared = enc.pooled  # (B, D)
+        dropped = self.dropout(shared)
+        preds = {name: self.heads[name](dropped) for name in self.tasks}  # (B, out) each
+        attention = {} if enc.attention is None else dict.fromkeys(self.tasks, enc.attention)
+        return MultiTaskOutput(preds, attention, shared)
