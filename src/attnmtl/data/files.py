@@ -1,0 +1,739 @@
+"""User data files (CSV, Parquet, NPZ) as a multi-task data set: ``create_dataset("files", ...)``.
+
+Axes: N samples, T time, F features, C channels / outputs, K tasks.
+
+Real multi-task tables are rarely labelled for every task on every row. Following
+"Learning Multiple Dense Prediction Tasks from Partially Annotated Data" (Li, Liu & Bilen,
+CVPR 2022), a sample is kept even when some of its task labels are missing: an empty cell, a
+value that parses to NaN, or the task's declared ``sentinel`` sets that sample's
+``label_mask[task]`` to False and stores a 0 filler in its label entry, which no loss reads
+(:mod:`attnmtl.tasks`). LibMTL cannot represent such samples (its issues #11 and #63).
+
+CSV and Parquet columns are named; NPZ arrays are named. Every problem in the files (a missing
+column, a non-numeric input, an out-of-range label, ...) is a one-line ``ValueError`` naming the
+file, the column or array, the row (0-based, header excluded) and the value. ``path`` may start
+with ``attnmtl:`` to read an example file shipped in ``attnmtl/configs/data/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+import zipfile
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+import torch
+
+from attnmtl.data.dataset import LAYOUTS, DataSplits, Layout, MultiTaskDataset
+from attnmtl.data.registry import register_dataset
+from attnmtl.data.splits import standardisation, stratified_split
+from attnmtl.tasks import TASK_KINDS, Task, TaskKind
+
+FORMATS = ("csv", "parquet", "npz")
+SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}
+TASK_KEYS = ("column", "kind", "size", "sentinel", "classes", "loss")
+SHIPPED = "attnmtl:"
+# Axes (with the sample axis) of the inputs each layout stores.
+LAYOUT_NDIM = {"table": 2, "sequence": 3, "image": 4}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task as the user declared it (see :func:`parse_task_spec`)."""
+
+    name: str
+    kind: str
+    columns: tuple[str, ...]
+    size: int | None = None
+    sentinel: Any = None
+    classes: tuple[Any, ...] | None = None
+    loss: str | None = None
+
+
+@dataclass
+class Source:
+    """One file read: float32 inputs, optional lengths, raw label arrays per task."""
+
+    path: str
+    inputs: np.ndarray
+    lengths: np.ndarray | None
+    labels: dict[str, np.ndarray]
+
+
+def parse_task_spec(name: str, spec: Mapping[str, Any]) -> TaskSpec:
+    """Check one ``tasks`` entry (``column``, ``kind``, ``size``, ``sentinel``, ``classes``...)."""
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"task {name!r}: expected a mapping of options, got {spec!r}")
+    for key in spec:
+        if key not in TASK_KEYS:
+            raise ValueError(
+                f"task {name!r}: unknown option {key!r}; expected one of: {', '.join(TASK_KEYS)}"
+            )
+    kind = spec.get("kind")
+    if kind not in TASK_KINDS:
+        raise ValueError(f"task {name!r}: kind={kind!r}; expected one of: {', '.join(TASK_KINDS)}")
+    column = spec.get("column", name)
+    many = isinstance(column, Sequence) and not isinstance(column, str)
+    columns = tuple(column) if many else (column,)
+    if not columns or not all(isinstance(c, str) and c for c in columns):
+        raise ValueError(f"task {name!r}: column={column!r}; expected a name or a list of names")
+    if len(columns) > 1 and kind not in ("multilabel", "regression"):
+        raise ValueError(
+            f"task {name!r}: {len(columns)} columns {list(columns)}; only "
+            "multilabel and regression tasks read several columns"
+        )
+    size = spec.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+        raise ValueError(f"task {name!r}: size={size!r}; expected an integer >= 1")
+    classes = spec.get("classes")
+    if classes is not None:
+        classes = _check_classes(name, kind, size, classes)
+    return TaskSpec(name, kind, columns, size, spec.get("sentinel"), classes, spec.get("loss"))
+
+
+def _check_classes(name: str, kind: str, size: int | None, classes: Any) -> tuple[Any, ...]:
+    """``classes`` as a tuple, checked against the task's kind and size."""
+    if kind not in ("binary", "multiclass"):
+        raise ValueError(
+            f"task {name!r}: classes apply to binary and multiclass tasks, not {kind!r}"
+        )
+    if isinstance(classes, str | bytes) or not isinstance(classes, Sequence):
+        raise ValueError(f"task {name!r}: classes={classes!r}; expected a list of class names")
+    keys = [_key(c) for c in classes]
+    repeated = [k for k, n in Counter(keys).items() if n > 1]
+    if repeated:
+        raise ValueError(f"task {name!r}: class {repeated[0]!r} is listed twice in classes")
+    wanted = 2 if kind == "binary" else size
+    if wanted is not None and len(classes) != wanted:
+        raise ValueError(
+            f"task {name!r}: {len(classes)} classes {list(classes)}; expected {wanted}"
+        )
+    if len(classes) < 2:
+        raise ValueError(f"task {name!r}: classes={list(classes)}; expected at least 2")
+    return tuple(classes)
+
+
+# ------------------------------------------------------------------------------ files
+
+
+def resolve_path(path: str | Path) -> Path:
+    """``path`` as a file that exists; ``attnmtl:NAME`` names a shipped example file."""
+    text = str(path)
+    if text.startswith(SHIPPED):
+        folder = resources.files("attnmtl") / "configs" / "data"
+        found = Path(str(folder / text[len(SHIPPED) :]))
+        if not found.is_file():
+            shipped = (
+                sorted(p.name for p in Path(str(folder)).glob("*"))
+                if Path(str(folder)).is_dir()
+                else []
+            )
+            raise ValueError(f"no shipped data file {text!r}; shipped: {', '.join(shipped)}")
+        return found
+    found = Path(text).expanduser()
+    if not found.is_file():
+        raise ValueError(f"data file not found: {text!r}")
+    return found
+
+
+def file_format(path: Path, format: str | None) -> str:
+    """``format`` if given, else the format of ``path``'s extension."""
+    if format is not None:
+        if format not in FORMATS:
+            raise ValueError(f"format={format!r}; expected one of: {', '.join(FORMATS)}")
+        return format
+    fmt = SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(
+            f"cannot tell the format of {str(path)!r} from its extension; set "
+            f"format to one of: {', '.join(FORMATS)}"
+        )
+    return fmt
+
+
+def _one_line(err: BaseException) -> str:
+    """The first line of an error's message."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _check_names(names: Sequence[str], needed: Mapping[str, str], where: str) -> None:
+    """Raise if ``names`` repeats a name or lacks one of ``needed`` (name → who needs it)."""
+    repeated = [n for n, count in Counter(names).items() if count > 1 and n]
+    if repeated:
+        raise ValueError(f"{where}: duplicate column name {repeated[0]!r}; names must be unique")
+    for name, user in needed.items():
+        if name not in names:
+            raise ValueError(
+                f"{where}: no column {name!r} (needed by {user}); available: "
+                f"{', '.join(map(str, names))}"
+            )
+
+
+def _read_frame(path: Path, fmt: str, needed: Mapping[str, str]) -> pd.DataFrame:
+    """The ``needed`` columns of a CSV (read as text) or Parquet file."""
+    where = str(path)
+    if fmt == "csv":
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as handle:
+                header = next(csv.reader(handle), None)
+            if not header:
+                raise ValueError(f"{where}: empty table (no header row)")
+            _check_names(header, needed, where)
+            with warnings.catch_warnings():  # a row longer than the header is an error
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                frame = pd.read_csv(
+                    path, dtype=str, index_col=False, keep_default_na=False, na_values=[""]
+                )[list(needed)]
+        except (csv.Error, pd.errors.ParserError, pd.errors.ParserWarning, UnicodeError) as err:
+            raise ValueError(f"{where}: cannot parse as CSV ({_one_line(err)})") from None
+    else:
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ValueError(
+                "reading Parquet needs pyarrow: pip install 'attnmtl[parquet]'"
+            ) from None
+        from pyarrow import ArrowException
+
+        try:
+            names = pq.read_schema(path).names
+        except (ArrowException, OSError) as err:
+            raise ValueError(f"{where}: cannot read as Parquet ({_one_line(err)})") from None
+        _check_names(names, needed, where)
+        frame = pq.read_table(path, columns=list(needed)).to_pandas()
+    if len(frame) == 0:
+        raise ValueError(f"{where}: empty table (no data rows)")
+    return frame
+
+
+def _column_array(series: pd.Series) -> np.ndarray:
+    """A column as float64 (numeric or boolean columns, missing → NaN) or as objects."""
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    return series.to_numpy(dtype=object)
+
+
+def _to_numbers(values: np.ndarray) -> tuple[np.ndarray, pd.Series | None]:
+    """float64 numbers (NaN where not a number) and, for text, the stripped text."""
+    if values.dtype.kind in "biuf":
+        return values.astype(np.float64), None
+    text = pd.Series(values.ravel()).astype("string").str.strip()
+    numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return numbers.reshape(values.shape), text
+
+
+def _table_inputs(frame: pd.DataFrame, columns: Sequence[str], where: str) -> np.ndarray:
+    """The input columns as float32 (N, F); any non-finite cell is an error."""
+    out = np.empty((len(frame), len(columns)), dtype=np.float32)
+    for j, name in enumerate(columns):
+        raw = _column_array(frame[name])
+        numbers = _to_numbers(raw)[0].astype(np.float32)
+        bad = np.flatnonzero(~np.isfinite(numbers))
+        if bad.size:
+            cell = raw[bad[0]]
+            shown = "an empty or NaN cell" if pd.isna(cell) else repr(cell)
+            raise ValueError(
+                f"{where}: input column {name!r}, row {bad[0]}: {shown} is not a finite number"
+            )
+        out[:, j] = numbers
+    return out
+
+
+def read_table(path: Path, fmt: str, inputs: Sequence[str], specs: Sequence[TaskSpec]) -> Source:
+    """A CSV or Parquet file: input columns → (N, F) float32, task columns → raw labels."""
+    needed = {name: "inputs" for name in inputs}
+    for spec in specs:
+        for column in spec.columns:
+            if column in inputs:
+                raise ValueError(
+                    f"column {column!r} is both an input and the label of task {spec.name!r}"
+                )
+            needed.setdefault(column, f"task {spec.name!r}")
+    frame = _read_frame(path, fmt, needed)
+    labels = {}
+    for spec in specs:
+        arrays = [_column_array(frame[c]) for c in spec.columns]
+        labels[spec.name] = arrays[0] if len(arrays) == 1 else np.stack(arrays, 1)  # (N, C)
+    return Source(str(path), _table_inputs(frame, inputs, str(path)), None, labels)
+
+
+def read_npz(
+    path: Path, inputs: str, layout: str, lengths: str | None, specs: Sequence[TaskSpec]
+) -> Source:
+    """An NPZ archive: the ``inputs`` array, optional ``lengths``, one array per task."""
+    where = str(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{where}: cannot read as NPZ ({_one_line(err)})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{where}: holds one array, expected an .npz archive of named arrays")
+    with archive:
+
+        def get(name: str, user: str) -> np.ndarray:
+            if name not in archive.files:
+                raise ValueError(
+                    f"{where}: no array {name!r} (needed by {user}); available: "
+                    f"{', '.join(archive.files)}"
+                )
+            try:
+                return np.asarray(archive[name])
+            except ValueError:
+                raise ValueError(
+                    f"{where}: array {name!r} holds Python objects; expected "
+                    "numbers or text (NPZ is read with allow_pickle=False)"
+                ) from None
+
+        x = get(inputs, "inputs")
+        for spec in specs:
+            if spec.columns[0] == inputs:
+                raise ValueError(f"array {inputs!r} is both the inputs and task {spec.name!r}")
+        labels = {s.name: get(s.columns[0], f"task {s.name!r}") for s in specs}
+        lens = None if lengths is None else get(lengths, "lengths")
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"{where}: inputs array {inputs!r} has dtype {x.dtype}; expected numbers")
+    n = x.shape[0] if x.ndim else 0
+    if n == 0:
+        raise ValueError(f"{where}: inputs array {inputs!r} has no samples (shape {x.shape})")
+    for name, array in [*((s.columns[0], labels[s.name]) for s in specs), (lengths, lens)]:
+        if array is not None and (array.ndim == 0 or array.shape[0] != n):
+            raise ValueError(
+                f"{where}: array {name!r} has shape {array.shape}; expected {n} "
+                f"rows like inputs {inputs!r}"
+            )
+    x = _shape_inputs(x.astype(np.float32), layout, f"{where}: inputs array {inputs!r}")
+    bad = np.argwhere(~np.isfinite(x))
+    if bad.size:
+        index = tuple(int(i) for i in bad[0])
+        raise ValueError(
+            f"{where}: inputs array {inputs!r} holds {x[index]} at {index}; expected finite numbers"
+        )
+    if lens is not None:
+        lens = _check_lengths(lens, x.shape[1], f"{where}: lengths array {lengths!r}")
+    return Source(where, x, lens, labels)
+
+
+def _shape_inputs(x: np.ndarray, layout: str, what: str) -> np.ndarray:
+    """(N, ...) inputs in the layout's stored shape; one missing F or C axis is added."""
+    want = LAYOUT_NDIM[layout]
+    if x.ndim == want - 1 and layout != "table":
+        # sequence (N, T) → (N, T, 1); image (N, H, W) → (N, 1, H, W)
+        return x[..., None] if layout == "sequence" else x[:, None]
+    if x.ndim != want:
+        raise ValueError(f"{what} has shape {x.shape}; layout {layout!r} expects {want} axes")
+    return x
+
+
+def _check_lengths(lens: np.ndarray, steps: int, what: str) -> np.ndarray:
+    """Sequence lengths as int64 (N,), each in [1, T]."""
+    if lens.ndim != 1 or lens.dtype.kind not in "iu":
+        raise ValueError(
+            f"{what} has shape {lens.shape} and dtype {lens.dtype}; expected integers of shape (N,)"
+        )
+    bad = np.flatnonzero((lens < 1) | (lens > steps))
+    if bad.size:
+        raise ValueError(f"{what}, row {bad[0]}: length {lens[bad[0]]} is outside [1, {steps}]")
+    return lens.astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def _key(value: Any) -> str:
+    """A class name or sentinel as text: integral numbers without '.0', text stripped."""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, int | np.integer) or (
+        isinstance(value, float | np.floating) and float(value).is_integer()
+    ):
+        return str(int(value))
+    return str(value).strip()
+
+
+def _as_float(value: Any) -> float | None:
+    """``value`` as a float, or None when it is not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _where(spec: TaskSpec, source: str, flat_index: int, width: int) -> str:
+    """'FILE: task T, column C, row R' of a flat index into an (N, width) label array."""
+    column = spec.columns[flat_index % width] if len(spec.columns) == width else spec.columns[0]
+    return f"{source}: task {spec.name!r}, column {column!r}, row {flat_index // width}"
+
+
+def _class_cells(
+    flat: np.ndarray, spec: TaskSpec, source: str, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class ids and missing flags of flat cells, by the task's ``classes`` list."""
+    assert spec.classes is not None
+    by_key = {_key(c): i for i, c in enumerate(spec.classes)}
+    by_number = {f: i for i, c in enumerate(spec.classes) if (f := _as_float(c)) is not None}
+    codes, uniques = pd.factorize(pd.Series(flat), use_na_sentinel=True)
+    ids = np.zeros(len(uniques) + 1)  # the last entry serves code -1 (missing)
+    missing = np.ones(len(uniques) + 1, dtype=bool)
+    sentinel = None if spec.sentinel is None else _key(spec.sentinel)
+    sentinel_number = None if spec.sentinel is None else _as_float(spec.sentinel)
+    for j, value in enumerate(uniques):
+        number = _as_float(value)
+        if _key(value) in ("", sentinel) or (
+            number is not None and (math.isnan(number) or number == sentinel_number)
+        ):
+            continue
+        found = by_key.get(_key(value), by_number.get(number) if number is not None else None)
+        if found is None:
+            row = int(np.flatnonzero(codes == j)[0])
+            raise ValueError(
+                f"{_where(spec, source, row, width)}: label {value!r} is not one "
+                f"of the declared classes {list(spec.classes)}"
+            )
+        ids[j], missing[j] = found, False
+    return ids[codes], missing[codes]
+
+
+def _number_cells(
+    flat: np.ndarray, spec: TaskSpec, source: str, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Numbers and missing flags of flat cells: empty, NaN or the sentinel is missing."""
+    numbers, text = _to_numbers(flat)
+    hit = np.zeros(numbers.shape, dtype=bool)
+    if spec.sentinel is not None:
+        target = _as_float(spec.sentinel)
+        if target is not None:
+            hit |= numbers == target
+        if text is not None:
+            hit |= text.fillna("").eq(_key(spec.sentinel)).to_numpy(dtype=bool)
+    if text is not None:
+        empty = text.fillna("").str.lower().isin(["", "nan"]).to_numpy(dtype=bool)
+        bad = np.flatnonzero(np.isnan(numbers) & ~empty & ~hit)
+        if bad.size:
+            raise ValueError(
+                f"{_where(spec, source, int(bad[0]), width)}: label "
+                f"{flat[bad[0]]!r} is not a number; declare it as the task's "
+                "sentinel if it means unlabelled, or list the task's classes"
+            )
+    missing = np.isnan(numbers) | hit
+    return np.where(missing, 0.0, numbers), missing
+
+
+def parse_labels(raw: np.ndarray, spec: TaskSpec, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """One task's label values (float64, 0 where unlabelled) and its (N,) label mask.
+
+    A sample is unlabelled when all its cells for the task are missing; a sample with some
+    cells missing and others not is an error (a mask is per sample and task, not per cell).
+    """
+    single = spec.kind in ("binary", "multiclass")
+    if (
+        raw.ndim not in (1, 2)
+        or (single and raw.ndim != 1)
+        or (spec.kind == "multilabel" and raw.ndim != 2)
+    ):
+        expected = "(N,)" if single else "(N, C)" if spec.kind == "multilabel" else "(N,) or (N, C)"
+        raise ValueError(
+            f"{source}: task {spec.name!r} labels have shape {raw.shape}; expected {expected}"
+        )
+    n, width = raw.shape[0], 1 if raw.ndim == 1 else raw.shape[1]
+    cells = _class_cells if spec.classes is not None else _number_cells
+    values, missing = cells(raw.reshape(-1), spec, source, width)
+    values, missing = values.reshape(n, width), missing.reshape(n, width)  # (N, C)
+    mask: np.ndarray = np.asarray(~missing.all(axis=1))
+    partial = np.flatnonzero(missing.any(1) & mask)
+    if partial.size:
+        raise ValueError(
+            f"{source}: task {spec.name!r}, row {partial[0]}: some of its {width} "
+            "label cells are empty and others not; label all of them or none"
+        )
+    _check_values(values, mask, spec, source)
+    return (values if raw.ndim == 2 else values[:, 0]), mask
+
+
+def _check_values(values: np.ndarray, mask: np.ndarray, spec: TaskSpec, source: str) -> None:
+    """Raise if a labelled (N, C) value does not fit the task's kind (and declared size)."""
+    if spec.kind in ("binary", "multilabel"):
+        bad, wanted = ~np.isin(values, (0.0, 1.0)), "0 or 1"
+    elif spec.kind == "multiclass":
+        bad = ~np.isfinite(values) | (values < 0) | (np.mod(values, 1.0) != 0)
+        wanted = "a class id (an integer >= 0)"
+        if spec.size is not None:
+            bad |= values >= spec.size
+            wanted = f"a class id in [0, {spec.size - 1}]"
+    else:
+        bad, wanted = ~np.isfinite(values), "a finite number"
+    found = np.argwhere(bad & mask[:, None])
+    if found.size:
+        row, col = (int(i) for i in found[0])
+        where = _where(spec, source, row * values.shape[1] + col, values.shape[1])
+        raise ValueError(f"{where}: label {values[row, col]:g} is not {wanted}")
+
+
+def make_task(
+    spec: TaskSpec, parsed: Sequence[tuple[np.ndarray, np.ndarray]], sources: Sequence[str]
+) -> Task:
+    """The :class:`Task` of ``spec``; a multiclass size not declared is the largest label + 1."""
+    if sum(int(mask.sum()) for _, mask in parsed) == 0:
+        raise ValueError(f"task {spec.name!r} has no labelled sample in {', '.join(sources)}")
+    widths = {1 if values.ndim == 1 else values.shape[1] for values, _ in parsed}
+    if len(widths) > 1:
+        raise ValueError(
+            f"task {spec.name!r} has {sorted(widths)} label columns across "
+            f"{', '.join(sources)}; expected the same in every file"
+        )
+    size = spec.size
+    if spec.kind in ("multilabel", "regression"):
+        width = widths.pop()
+        if spec.size is not None and spec.size != width:
+            raise ValueError(
+                f"task {spec.name!r}: size={spec.size} but its labels have {width} columns"
+            )
+        size = width
+    elif spec.classes is not None:
+        size = len(spec.classes) if spec.kind == "multiclass" else 1
+    elif spec.kind == "multiclass" and size is None:
+        size = 1 + int(max(values[mask].max() for values, mask in parsed if mask.any()))
+        if size < 2:
+            raise ValueError(
+                f"task {spec.name!r}: every label is class 0, so the inferred "
+                "size is 1; declare size (>= 2)"
+            )
+    kind = cast(TaskKind, spec.kind)
+    return Task(spec.name, kind, 1 if size is None else size, spec.loss)
+
+
+# ---------------------------------------------------------------------------- builder
+
+
+def _dataset(
+    source: Source,
+    tasks: Sequence[Task],
+    parsed: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    layout: str,
+) -> MultiTaskDataset:
+    """The samples of one file as a data set (labels in each task's dtype and shape)."""
+    n = source.inputs.shape[0]
+    labels = {
+        t.name: torch.as_tensor(parsed[t.name][0].reshape(t.label_shape(n)), dtype=t.label_dtype())
+        for t in tasks
+    }
+    masks = {t.name: torch.as_tensor(parsed[t.name][1]) for t in tasks}
+    lengths = None if source.lengths is None else torch.as_tensor(source.lengths)
+    inputs = torch.as_tensor(source.inputs)
+    return MultiTaskDataset(inputs, labels, tasks, masks, lengths, cast(Layout, layout))
+
+
+def _carve(
+    n: int, fractions: Mapping[str, float], seed: int, where: str
+) -> dict[str, torch.Tensor]:
+    """Seeded random index sets: one per fraction (at least 1 sample each), and the rest."""
+    if n < len(fractions) + 1:
+        raise ValueError(f"{where}: {n} rows are too few to split into train and {list(fractions)}")
+    shares = [1.0 - sum(fractions.values()), *fractions.values()]
+    one_stratum = np.zeros(n, dtype=np.int64)  # a plain random split
+    parts = stratified_split(one_stratum, shares, np.random.default_rng(seed))
+    return {
+        name: torch.as_tensor(index)
+        for name, index in zip(["train", *fractions], parts, strict=True)
+    }
+
+
+def _rebuild(
+    data: MultiTaskDataset,
+    inputs: torch.Tensor | None = None,
+    labels: Mapping[str, torch.Tensor] | None = None,
+) -> MultiTaskDataset:
+    """``data`` with new inputs and/or labels (masks, lengths and layout kept)."""
+    return MultiTaskDataset(
+        data.inputs if inputs is None else inputs,
+        data.labels if labels is None else labels,
+        list(data.tasks.values()),
+        data.label_mask,
+        data.lengths,
+        data.layout,
+        data.meta,
+    )
+
+
+def _standardize_inputs(splits: dict[str, MultiTaskDataset]) -> dict[str, list[float]]:
+    """Shift and scale every feature (channel for images) by the train split's mean and std."""
+    train = splits["train"]
+    x = train.inputs
+    assert isinstance(x, torch.Tensor)
+    if train.layout == "image":
+        rows = x.movedim(1, -1).reshape(-1, x.shape[1])  # (N·H·W, C)
+    elif train.lengths is not None:
+        rows = x[torch.arange(x.shape[1]) < train.lengths[:, None]]  # (valid steps, F)
+    else:
+        rows = x.reshape(-1, x.shape[-1])  # (N[·T], F)
+    mean = rows.mean(0)
+    std = rows.std(0, correction=0)
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    for name, data in splits.items():
+        inputs = data.inputs
+        assert isinstance(inputs, torch.Tensor)
+        shape = (1, -1, 1, 1) if data.layout == "image" else (-1,)
+        scaled = (inputs - mean.view(shape)) / std.view(shape)
+        if data.lengths is not None:  # padding stays as it was
+            keep = torch.arange(inputs.shape[1]) < data.lengths[:, None]  # (N, T)
+            scaled = torch.where(keep[..., None], scaled, inputs)
+        splits[name] = _rebuild(data, inputs=scaled)
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def _standardize_targets(splits: dict[str, MultiTaskDataset]) -> dict[str, dict[str, list[float]]]:
+    """Standardise each regression output by its labelled training values' mean and std."""
+    train = splits["train"]
+    stats = {}
+    for name, task in train.tasks.items():
+        if task.kind != "regression":
+            continue
+        values = train.labels[name][train.label_mask[name]].double().numpy()
+        if len(values) == 0:
+            raise ValueError(f"task {name!r} has no labelled training sample to standardise by")
+        pairs = [standardisation(column, name) for column in values.reshape(len(values), -1).T]
+        stats[name] = {"mean": [m for m, _ in pairs], "std": [s for _, s in pairs]}
+    for split, data in splits.items():
+        labels = dict(data.labels)
+        for name, pair in stats.items():
+            mean, std = torch.tensor(pair["mean"]), torch.tensor(pair["std"])
+            if labels[name].ndim == 1:
+                mean, std = mean[0], std[0]
+            scaled = (labels[name] - mean) / std
+            mask = data.label_mask[name].view(-1, *[1] * (scaled.ndim - 1))
+            labels[name] = torch.where(mask, scaled, labels[name]).float()  # fillers stay 0
+        splits[split] = _rebuild(data, labels=labels)
+    return stats
+
+
+@register_dataset("files")
+def build_files(
+    path: str | Path,
+    inputs: str | Sequence[str],
+    tasks: Mapping[str, Mapping[str, Any]],
+    format: str | None = None,
+    layout: str = "table",
+    lengths: str | None = None,
+    val_path: str | Path | None = None,
+    test_path: str | Path | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+    standardize: bool = False,
+    standardize_targets: bool = False,
+) -> DataSplits:
+    """Train/val/test splits read from user files.
+
+    Args:
+        path: the CSV, Parquet or NPZ file (``attnmtl:NAME`` for a shipped example).
+        inputs: input column names (CSV/Parquet → a float32 (N, F) table), or the name of
+            the NPZ inputs array (N, ...).
+        tasks: task name → ``kind`` (binary, multiclass, multilabel, regression) and optional
+            ``column`` (default the task name; a list for multilabel or multi-output
+            regression tables; for NPZ an array name), ``size`` (multiclass: inferred as the
+            largest label + 1 when absent), ``sentinel`` (a value meaning "not labelled",
+            besides empty cells and NaN), ``classes`` (class names in id order; binary: two,
+            the first is 0) and ``loss`` (regression).
+        format: ``csv``, ``parquet`` or ``npz``; default from each file's extension.
+        layout: ``table`` (CSV/Parquet: always), ``sequence`` ((N, T, F); (N, T) gains F = 1)
+            or ``image`` ((N, C, H, W); (N, H, W) gains C = 1).
+        lengths: NPZ array (N,) of real sequence lengths, each in [1, T].
+        val_path: a file for the validation split; else ``val_fraction`` of ``path``.
+        test_path: a file for the test split; else ``test_fraction`` of ``path``.
+        val_fraction: share of ``path`` set aside at random for validation.
+        test_fraction: share of ``path`` set aside at random for testing.
+        seed: seed of the random split.
+        standardize: scale each input feature (image channel) to zero mean and unit variance
+            with the train split's statistics (they are recorded in ``info``).
+        standardize_targets: standardise each regression output with the mean and std of its
+            labelled training values (recorded in ``info``; regression metrics are then in
+            standard units), as the built-in data sets do.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r}; expected one of: {', '.join(LAYOUTS)}")
+    if not tasks:
+        raise ValueError("tasks is empty; declare at least one task")
+    specs = [parse_task_spec(name, spec) for name, spec in tasks.items()]
+    names = [inputs] if isinstance(inputs, str) else list(inputs)
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"inputs={inputs!r}; expected column names or an NPZ array name")
+    fractions = {
+        k: f
+        for k, f, p in (("val", val_fraction, val_path), ("test", test_fraction, test_path))
+        if p is None
+    }
+    for key, fraction in fractions.items():
+        if not 0 < fraction < 1:
+            raise ValueError(
+                f"{key}_fraction={fraction!r}; expected a share in (0, 1) when "
+                f"{key}_path is not given"
+            )
+    if sum(fractions.values()) >= 1:
+        raise ValueError(f"val_fraction + test_fraction = {sum(fractions.values())}; expected < 1")
+
+    def read(file: str | Path) -> tuple[Source, str]:
+        found = resolve_path(file)
+        fmt = file_format(found, format)
+        if fmt == "npz":
+            if len(names) != 1:
+                raise ValueError(f"inputs={names}; an NPZ file takes one inputs array name")
+            return read_npz(found, names[0], layout, lengths, specs), fmt
+        if layout != "table" or lengths is not None:
+            raise ValueError(
+                f"{str(found)!r} is a {fmt} table: layout must be 'table' "
+                f"(got {layout!r}) and lengths unset (got {lengths!r})"
+            )
+        return read_table(found, fmt, names, specs), fmt
+
+    main, fmt = read(path)
+    sources = {"train": main}
+    for split, file in (("val", val_path), ("test", test_path)):
+        if file is not None:
+            sources[split] = read(file)[0]
+            shape, other = main.inputs.shape[1:], sources[split].inputs.shape[1:]
+            if shape != other:
+                raise ValueError(
+                    f"{sources[split].path}: inputs have shape {other} per sample; "
+                    f"{main.path} has {shape}"
+                )
+    parsed = {
+        split: {s.name: parse_labels(src.labels[s.name], s, src.path) for s in specs}
+        for split, src in sources.items()
+    }
+    task_list = [
+        make_task(
+            s, [parsed[split][s.name] for split in sources], [src.path for src in sources.values()]
+        )
+        for s in specs
+    ]
+    data = {
+        split: _dataset(src, task_list, parsed[split], layout) for split, src in sources.items()
+    }
+    if fractions:
+        parts = _carve(len(data["train"]), fractions, seed, main.path)
+        whole = data["train"]
+        data.update({split: whole.subset(index) for split, index in parts.items()})
+    info: dict[str, object] = {
+        "path": main.path,
+        "format": fmt,
+        "inputs": names,
+        "split": {
+            k: sources[k].path if k in sources else f"{fractions[k]} of {main.path}"
+            for k in ("val", "test")
+        },
+        "seed": seed,
+        "num_samples": {k: len(v) for k, v in data.items()},
+    }
+    if standardize:
+        info["standardize"] = _standardize_inputs(data)
+    if standardize_targets:
+        info["standardize_targets"] = _standardize_targets(data)
+    return DataSplits(data["train"], data["val"], data["test"], info)
