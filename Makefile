@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_STAMP := $(VENV)/.torch-$(shell printf '%s' '$(TORCH_SPEC)' | tr -c 'A-Za-z0-9.' '_')
 DEPS_STAMP := $(VENV)/.deps
 
-.PHONY: install test test-slow test-all lint typecheck demo bench-attention clean
+.PHONY: install test test-slow test-all lint typecheck demo demo-seed bench-attention bench-trainer clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,10 +39,16 @@ typecheck: install
 	$(BIN)/mypy
 
 demo: install
+	$(BIN)/attnmtl train
+
+demo-seed: install
 	$(BIN)/python examples/seed_mnist1d.py
 
 bench-attention: install
 	$(BIN)/attnmtl bench attention
 
+bench-trainer: install
+	$(BIN)/attnmtl bench trainer
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis runs

@@ -20,13 +20,27 @@ def run(argv, capsys):
 def test_version_and_list(capsys):
     assert run(["--version"], capsys)[:2] == (0, f"attnmtl {__version__}\n")
     code, out, _ = run(["list", "models"], capsys)
-    assert code == 0 and out.split() == ["seed_attn_rnn", "seed_attn_transfer_mtl"]
+    assert code == 0 and {"attention_mtl", "seed_attn_rnn", "seed_attn_transfer_mtl"} <= set(
+        out.split()
+    )
+    code, out, _ = run(["list", "weightings"], capsys)
+    assert code == 0 and {"equal", "uncertainty", "dwa", "rlw", "famo"} <= set(out.split())
+    code, out, _ = run(["list", "datasets"], capsys)
+    assert code == 0 and {"mnist1d-mt", "files"} <= set(out.split())
+    code, out, _ = run(["list", "configs"], capsys)
+    assert code == 0 and "default" in out.split()
 
 
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["list", "nothing"], "'nothing' is not one of 'models'"),
+        (["list", "nothing"], "'nothing' is not one of 'configs', 'datasets', 'models'"),
+        (["train", "train.epochs=0"], "train.epochs: Input should be greater than or equal to 1"),
+        (["train", "model.name=nope"], "model.name: unknown model 'nope'"),
+        (["train", "-c", "missing.yaml"], "config 'missing.yaml' is neither a file"),
+        (["train", "epochs"], "override 'epochs'; expected dotted.key=value"),
+        (["train", "--resume", "."], "not a run directory"),
+        (["eval", "."], "not a run directory"),
         (["frobnicate"], "No such command 'frobnicate'"),
         (["bench", "attention", "--seq-lens", "128,x"], "--seq-lens='128,x'"),
         (["bench", "attention", "--batch", "0"], "--batch"),
@@ -55,3 +69,36 @@ def test_console_script_module_entry_point():
         [sys.executable, "-m", "attnmtl", "list", "bogus"], capture_output=True, text=True
     )
     assert done.returncode == 2 and done.stderr.count("\n") == 1
+
+
+TINY = [
+    "data.num_train=128",
+    "data.num_val=64",
+    "data.num_test=64",
+    "train.epochs=2",
+    "model.encoder_options={cell: gru, hidden_dim: 8}",
+    "train.progress=false",
+    "train.tensorboard=false",
+]
+
+
+def test_train_then_eval_from_the_command_line(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code, out, _ = run(["train", *TINY, "--out", str(out_dir)], capsys)
+    assert code == 0 and "digit" in out and "accuracy" in out
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert set(summary["tasks"]) == {"digit", "position", "scale"}
+    assert {"accuracy", "f1", "loss"} <= set(summary["tasks"]["digit"])
+    assert "mae" in summary["tasks"]["scale"]
+    result = tmp_path / "eval.json"
+    code, out, _ = run(["eval", str(out_dir), "--json", str(result)], capsys)
+    assert code == 0
+    assert json.loads(result.read_text())["tasks"] == summary["tasks"]
+    # a shifted version of the data: same tasks, more noise, other scores
+    code, out, _ = run(
+        ["eval", str(out_dir), "data.iid_noise_scale=0.5", "--json", str(result)], capsys
+    )
+    assert code == 0
+    assert json.loads(result.read_text())["tasks"]["digit"] != summary["tasks"]["digit"]
+    code, _, err = run(["train", *TINY, "--out", str(out_dir)], capsys)
+    assert code == 2 and "already exists" in err

@@ -26,10 +26,14 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Side-by-side benchmarks, timed in one process.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 console = Console()
+err_console = Console(stderr=True)
 
 
 class Listable(str, Enum):
+    configs = "configs"
+    datasets = "datasets"
     models = "models"
+    weightings = "weightings"
 
 
 def _version(value: bool) -> None:
@@ -49,11 +53,80 @@ def root(
 
 @app.command("list")
 def list_components(what: Annotated[Listable, typer.Argument(help="What to list.")]) -> None:
-    """List the registered components of one kind."""
+    """List the shipped configs or the registered components of one kind."""
+    from attnmtl.config import shipped_configs
+    from attnmtl.data import list_datasets
     from attnmtl.models import list_models
+    from attnmtl.weighting import list_weightings
 
-    for name in list_models():
+    listers = {
+        Listable.configs: lambda: sorted(shipped_configs()),
+        Listable.datasets: list_datasets,
+        Listable.models: list_models,
+        Listable.weightings: list_weightings,
+    }
+    for name in listers[what]():
         console.print(name)
+
+
+@app.command("train", context_settings={"allow_extra_args": False, "ignore_unknown_options": False})
+def train(
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Config overrides, e.g. train.epochs=5 model.encoder=cnn."),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option("-c", "--config", help="A YAML file or a shipped config's name."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory to create (default runs/NAME-TIME).")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue this run directory from its last checkpoint.")
+    ] = None,
+) -> None:
+    """Train a multi-task model (the built-in default without -c) into a new run directory."""
+    from attnmtl.config import load_config
+    from attnmtl.engine.run import results_table, resume_run, train_run
+
+    items = list(overrides or [])
+    run_dir: Path | None
+    if resume is not None:
+        if config is not None or out is not None:
+            raise ValueError("--resume takes the run's own config; drop --config and --out")
+        run_dir, summary = resume_run(resume, items, err_console)
+    else:
+        run_config = load_config(config, items)
+        run_dir, summary = train_run(run_config, out, err_console)
+    console.print(results_table(summary["tasks"], f"test results ({summary['selected']} model)"))
+    console.print(f"run directory: {run_dir}")
+
+
+@app.command("eval")
+def eval_run(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by attnmtl train.")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Data overrides, e.g. data.iid_noise_scale=0.1."),
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Another registered data set name with the same tasks.")
+    ] = None,
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results here.")
+    ] = None,
+) -> None:
+    """Evaluate a run's checkpoint on its data (or another data set, or shifted data)."""
+    from attnmtl.engine.evaluate import evaluate_run
+    from attnmtl.engine.run import results_table
+
+    results = evaluate_run(run_dir, data, list(overrides or []), split, checkpoint)
+    console.print(results_table(results, f"{split} results ({checkpoint} checkpoint)"))
+    if json_path is not None:
+        json_path.write_text(json.dumps({"tasks": results}, indent=2) + "\n")
 
 
 def _int_list(text: str, option: str) -> tuple[int, ...]:
@@ -99,6 +172,27 @@ def bench_attention(
         max_weights_gb=max_weights_gb,
         log=console.log,
     )
+    console.print(render(results))
+    if json_path is not None:
+        json_path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+@bench_app.command("trainer")
+def bench_trainer(
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Config overrides, e.g. train.batch_size=128.")
+    ] = None,
+    config: Annotated[str, typer.Option("-c", "--config", help="Config to train.")] = "default",
+    rounds: Annotated[int, typer.Option(min=1, help="Timed one-epoch rounds per side.")] = 3,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads.")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write results here.")
+    ] = None,
+) -> None:
+    """Training samples/s of the Trainer against a bare PyTorch loop on the same model."""
+    from attnmtl.bench.trainer import render, run
+
+    results = run(config, list(overrides or []), rounds, threads, log=err_console.log)
     console.print(render(results))
     if json_path is not None:
         json_path.write_text(json.dumps(results, indent=2) + "\n")

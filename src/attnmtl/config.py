@@ -1,0 +1,295 @@
+"""Run configuration: YAML validated by pydantic, with ``key=value`` overrides.
+
+A component section (``data``, ``model``, ``weighting``) names a registered component and gives
+its keyword arguments beside the name; the arguments are checked against the component's
+constructor signature (names and types), so a misspelt or ill-typed option fails before anything
+is built, with a message naming the key, the value and the valid choices.
+
+```yaml
+data: {name: mnist1d-mt, num_train: 4000, task_mask: none}
+model: {name: attention_mtl, encoder: rnn, encoder_options: {hidden_dim: 64}}
+weighting: {name: dwa, temperature: 2.0}
+optimizer: {name: adamw, lr: 0.003}
+schedule: {name: onecycle}
+train: {epochs: 30, batch_size: 64}
+```
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+# Arguments the trainer injects into components; a config may not set them.
+INJECTED = {
+    "data": (),
+    "model": ("tasks", "input_shape", "layout"),
+    "weighting": ("tasks",),
+}
+DATA_RESERVED = ("name", "task_mask", "task_mask_seed")
+
+
+class Section(BaseModel):
+    """A section with a fixed set of keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Component(BaseModel):
+    """``name`` plus the component's own keyword arguments."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments (every key but ``name``)."""
+        return dict(self.model_extra or {})
+
+
+class DataConfig(Component):
+    """The data set; ``task_mask: one`` keeps one label per training (and validation) sample,
+    the seed's case; the test split keeps all its labels."""
+
+    name: str = "mnist1d-mt"
+    task_mask: Literal["none", "one"] = "none"
+    task_mask_seed: int = 0
+
+    def options(self) -> dict[str, Any]:
+        return {k: v for k, v in (self.model_extra or {}).items() if k not in DATA_RESERVED}
+
+
+class ModelConfig(Component):
+    name: str = "attention_mtl"
+
+
+class WeightingConfig(Component):
+    name: str = "equal"
+
+
+class OptimizerConfig(Section):
+    """AdamW (default), Adam or SGD; the weighting's own parameters get no weight decay."""
+
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    weighting_lr: float | None = Field(None, gt=0)
+
+
+class ScheduleConfig(Section):
+    """Learning-rate schedule, stepped after every optimizer step.
+
+    ``constant``; ``cosine`` (linear warm-up over ``warmup`` of the steps, then cosine down to
+    ``min_lr_ratio`` × lr); ``onecycle`` (torch's OneCycleLR, peak at ``warmup``);
+    ``step`` (× ``gamma`` every ``step_epochs`` epochs).
+    """
+
+    name: Literal["constant", "cosine", "onecycle", "step"] = "constant"
+    warmup: float = Field(0.0, ge=0, lt=1)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    step_epochs: int = Field(10, ge=1)
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class TrainConfig(Section):
+    """The training loop."""
+
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(1024, ge=1)
+    grad_clip: float | None = Field(None, gt=0)
+    amp: bool = False
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    device: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    threads: int | None = Field(None, ge=1)
+    log_every: int = Field(50, ge=1)
+    checkpoint_every: int = Field(0, ge=0)
+    monitor: str = "loss"
+    test_on: Literal["best", "last"] = "best"
+    tensorboard: bool = True
+    progress: bool = True
+
+
+class RunConfig(Section):
+    """A whole run."""
+
+    name: str = "run"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    weighting: WeightingConfig = WeightingConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    train: TrainConfig = TrainConfig()
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Name → path of the configs shipped in ``attnmtl/configs``."""
+    folder = resources.files("attnmtl") / "configs"
+    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".yaml")}
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A shipped config's name, or a YAML file path."""
+    shipped = shipped_configs()
+    if name_or_path in shipped:
+        return shipped[name_or_path]
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ValueError(
+            f"config {name_or_path!r} is neither a file nor a shipped config; shipped: "
+            f"{', '.join(sorted(shipped))}"
+        )
+    return path
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from ``path`` (safe loader)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: invalid YAML ({' '.join(str(err).split())})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to a config mapping."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ValueError(f"override {item!r}; expected dotted.key=value")
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            value = text
+        parts = key.split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _format_error(err: pydantic.ValidationError, model: type[BaseModel] | None = None) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden" and model is not None:
+        section: Any = model
+        for part in first["loc"][:-1]:
+            field = (
+                section.model_fields.get(str(part)) if hasattr(section, "model_fields") else None
+            )
+            section = field.annotation if field is not None else None
+        valid = sorted(section.model_fields) if hasattr(section, "model_fields") else []
+        return f"unknown key {loc!r}; expected one of: {', '.join(valid)}"
+    got = first.get("input")
+    return f"{loc}: {first['msg']} (got {got!r})"
+
+
+def parse_config(data: Mapping[str, Any]) -> RunConfig:
+    """Validate a config mapping; ValueError with one line naming the bad key or value."""
+    try:
+        config = RunConfig.model_validate(dict(data))
+    except pydantic.ValidationError as err:
+        raise ValueError(_format_error(err, RunConfig)) from None
+    check_components(config)
+    return config
+
+
+def load_config(config: str | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """The shipped default (no ``config``), a shipped name or a YAML path, plus overrides."""
+    path = resolve_config_path(config or "default")
+    return parse_config(apply_overrides(read_yaml(path), overrides))
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+# ------------------------------------------------------------------ component arguments
+
+
+def check_arguments(
+    factory: Callable[..., Any], kwargs: Mapping[str, Any], where: str, injected: Sequence[str]
+) -> dict[str, Any]:
+    """Validate ``kwargs`` against ``factory``'s signature (names and annotated types).
+
+    Returns the arguments as pydantic coerced them (e.g. a YAML list to a tuple). Raises
+    ValueError naming the key and the valid choices (unknown key), or the key and the bad value.
+    """
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    params = inspect.signature(factory).parameters
+    valid = [
+        n
+        for n, p in params.items()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in injected
+    ]
+    for key in kwargs:
+        if key in injected:
+            raise ValueError(f"{where}.{key} is set from the data set; remove it from the config")
+        if key not in valid and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            raise ValueError(f"unknown key '{where}.{key}'; expected one of: {', '.join(valid)}")
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # unresolvable annotations: check names only
+        hints = {}
+    fields: dict[str, Any] = {k: (hints.get(k, Any), ...) for k in kwargs if k in params}
+    checker = pydantic.create_model(
+        "Arguments", __config__=ConfigDict(arbitrary_types_allowed=True), **fields
+    )
+    try:
+        checked = checker.model_validate(dict(kwargs))
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"{where}.{key}: {first['msg']} (got {first.get('input')!r})") from None
+    return {k: getattr(checked, k) for k in fields} | {
+        k: v for k, v in kwargs.items() if k not in fields
+    }
+
+
+def check_components(config: RunConfig) -> None:
+    """Check that each component is registered and its arguments fit its signature."""
+    from attnmtl.data import DATASETS
+    from attnmtl.models import MODELS
+    from attnmtl.weighting import WEIGHTINGS
+
+    for where, registry, section in (
+        ("data", DATASETS, config.data),
+        ("model", MODELS, config.model),
+        ("weighting", WEIGHTINGS, config.weighting),
+    ):
+        try:
+            factory = registry.get(section.name)
+        except ValueError as err:
+            raise ValueError(f"{where}.name: {err}") from None
+        check_arguments(factory, section.options(), where, INJECTED[where])
+    monitor = config.train.monitor
+    if monitor != "loss" and monitor.count(":") != 1:
+        raise ValueError(
+            f"train.monitor={monitor!r}; expected 'loss' or 'TASK:METRIC' (e.g. digit:accuracy)"
+        )

@@ -1,0 +1,54 @@
+"""The multi-task objective: each task's loss over the samples labelled for it.
+
+Axes: B batch, N labelled samples of one task, K tasks.
+
+A task's loss is the mean over its labelled samples in the batch. A task with no labelled sample
+contributes nothing that step: it is absent from the returned dict — not a zero that still
+carries a graph, and not the NaN that a mean over zero samples gives. Unlabelled entries of a
+label tensor are never read (they may hold any filler, even NaN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from attnmtl.data.batch import Batch
+from attnmtl.models.output import MultiTaskOutput
+from attnmtl.tasks import Task
+
+
+def label_counts(batch: Batch, tasks: Mapping[str, Task]) -> list[int]:
+    """Labelled samples per task in ``batch``, in ``tasks`` order (one device sync in all)."""
+    counts: list[int] = torch.stack([batch.label_mask[name].sum() for name in tasks]).tolist()
+    return counts
+
+
+def task_losses(
+    output: MultiTaskOutput,
+    batch: Batch,
+    tasks: Mapping[str, Task],
+    counts: list[int] | None = None,
+) -> dict[str, Tensor]:
+    """task → mean loss over that task's labelled samples, for the tasks labelled in ``batch``.
+
+    Args:
+        output: the model's predictions for every sample of the batch.
+        batch: the batch (its ``label_mask`` selects each task's samples).
+        tasks: the tasks to score, in order.
+        counts: :func:`label_counts` of the batch, if already known.
+    """
+    counts = label_counts(batch, tasks) if counts is None else counts
+    size = len(batch)
+    losses: dict[str, Tensor] = {}
+    for (name, task), count in zip(tasks.items(), counts, strict=True):
+        if count == 0:
+            continue
+        pred, target = output.preds[name], batch.labels[name]
+        if count < size:  # select the labelled rows; a full batch needs no gather
+            rows = batch.label_mask[name]
+            pred, target = pred[rows], target[rows]  # (N, ...)
+        losses[name] = task.compute_loss(pred, target)
+    return losses

@@ -1,0 +1,122 @@
+"""A run from start to finish: config → data, model → run directory → training → summary.
+
+The run directory is created only once the config, the data and the model have all been
+built and checked, so bad input never leaves a half-written directory; an existing directory is
+never reused (except by ``resume``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from attnmtl.config import RunConfig, apply_overrides, dump_config, parse_config, read_yaml
+from attnmtl.engine.setup import build_data, build_model, seed_everything
+from attnmtl.engine.trainer import Trainer, load_last
+
+RESUMABLE_KEYS = ("train.epochs", "train.progress", "train.device", "train.threads")
+
+
+def new_run_dir(out: Path | None, name: str) -> Path:
+    """``out`` itself (must not exist yet, or be empty), or ``runs/<name>-<time>``."""
+    if out is not None:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ValueError(
+                f"--out {out} already exists; runs are never overwritten "
+                "(choose a new directory, or --resume it)"
+            )
+        return out
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"name={name!r}; expected letters, digits, '_', '-', '.'")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path("runs") / f"{name}-{stamp}"
+    suffix = 1
+    while path.exists():
+        path = Path("runs") / f"{name}-{stamp}-{suffix}"
+        suffix += 1
+    return path
+
+
+def train_run(
+    config: RunConfig,
+    out: Path | None = None,
+    console: Console | None = None,
+    write: bool = True,
+) -> tuple[Path | None, dict[str, Any]]:
+    """Train a new run; returns its directory (None when ``write`` is False) and summary."""
+    console = console or Console(stderr=True)
+    seed_everything(config.train.seed, config.train.deterministic)
+    splits = build_data(config)
+    seed_everything(config.train.seed, config.train.deterministic)  # model init: own stream
+    model = build_model(config, splits)
+    trainer = Trainer(config, splits, model, None, console)
+    run_dir = new_run_dir(out, config.name) if write else None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(config))
+        trainer.run_dir = run_dir
+        console.log(f"run directory: {run_dir}")
+    summary = trainer.fit()
+    return run_dir, summary
+
+
+def resume_run(
+    run_dir: Path, overrides: Sequence[str] = (), console: Console | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """Continue ``run_dir`` from its last checkpoint (``train.epochs`` may be raised)."""
+    console = console or Console(stderr=True)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise ValueError(f"--resume {run_dir}: not a run directory (no config.yaml)")
+    for item in overrides:
+        key = item.partition("=")[0]
+        if key not in RESUMABLE_KEYS:
+            raise ValueError(
+                f"override {key!r} cannot change on --resume; allowed: {', '.join(RESUMABLE_KEYS)}"
+            )
+    data = apply_overrides(read_yaml(config_path), overrides)
+    config = parse_config(data)
+    checkpoint = load_last(run_dir)
+    seed_everything(config.train.seed, config.train.deterministic)
+    splits = build_data(config)
+    model = build_model(config, splits)
+    trainer = Trainer(config, splits, model, run_dir, console)
+    trainer.restore(checkpoint)
+    if overrides:
+        tmp = config_path.with_suffix(".yaml.tmp")
+        tmp.write_text(dump_config(config))
+        os.replace(tmp, config_path)
+    console.log(
+        f"resuming {run_dir} at epoch {trainer.position.epoch + 1}, batch {trainer.position.batch}"
+    )
+    return run_dir, trainer.fit()
+
+
+def results_table(results: Mapping[str, Mapping[str, float]], title: str) -> Table:
+    """A rich table: one row per task, one column per metric."""
+    metrics: list[str] = []
+    for values in results.values():
+        metrics += [m for m in values if m not in metrics]
+    table = Table(title=title)
+    table.add_column("task")
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    for task, values in results.items():
+        table.add_row(task, *(f"{values[m]:.4f}" if m in values else "-" for m in metrics))
+    return table
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    """The resolved config saved in a run directory."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise ValueError(f"{run_dir}: not a run directory (no config.yaml)")
+    return parse_config(yaml.safe_load(path.read_text()) or {})

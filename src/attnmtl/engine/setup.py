@@ -1,0 +1,221 @@
+"""Building a run's parts from its config: device, seeding, data, model, optimizer, schedule."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from attnmtl.config import INJECTED, RunConfig, check_arguments
+from attnmtl.data import DATASETS, DataSplits
+from attnmtl.data.batch import Inputs
+from attnmtl.models import MODELS, MultiTaskModel, MultiTaskOutput
+from attnmtl.tasks import Task
+from attnmtl.weighting import Weighting, create_weighting
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"train.device={name!r}; expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available here")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"train.device={name!r}; expected auto, cpu, cuda or cuda:N")
+    return device
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; optionally ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def build_data(config: RunConfig) -> DataSplits:
+    """The configured data set, with the task-mask mode applied to its train and val splits.
+
+    The test split keeps every label, so a task-mask run is scored on the same test labels as
+    a fully labelled one.
+    """
+    factory = DATASETS.get(config.data.name)
+    kwargs = check_arguments(factory, config.data.options(), "data", INJECTED["data"])
+    splits: DataSplits = factory(**kwargs)
+    if config.data.task_mask == "one":
+        seed = config.data.task_mask_seed
+        splits = DataSplits(
+            splits.train.one_task_per_sample(seed),
+            splits.val.one_task_per_sample(seed + 1),
+            splits.test,
+            splits.info,
+        )
+    for split, data in splits.items():
+        if len(data) == 0:
+            raise ValueError(f"data: the {split} split is empty")
+    missing = [name for name, n in splits.train.label_counts().items() if n == 0]
+    if missing:
+        raise ValueError(f"data: task(s) {missing} have no labelled training sample")
+    return splits
+
+
+class SingleTaskAdapter(MultiTaskModel):
+    """Presents a one-output model (e.g. the seed's ``AttnRNN``) as a one-task model.
+
+    The wrapped model returns logits, or (logits, attention) when it takes ``return_weights``.
+    All its parameters count as shared (there is one task).
+    """
+
+    def __init__(self, net: nn.Module, task: Task) -> None:
+        super().__init__([task])
+        self.net = net
+        self.task = task.name
+        self.weights = "return_weights" in inspect.signature(net.forward).parameters
+
+    def task_modules(self, task: str) -> list[nn.Module]:
+        return []
+
+    def forward(self, inputs: Inputs, lengths: Tensor | None = None) -> MultiTaskOutput:
+        if self.weights:
+            preds, attention = self.net(inputs, lengths, return_weights=True)
+            return MultiTaskOutput({self.task: preds}, {self.task: attention})
+        return MultiTaskOutput({self.task: self.net(inputs, lengths)}, {})
+
+
+def build_model(config: RunConfig, splits: DataSplits) -> nn.Module:
+    """The configured model for the data set's tasks and inputs, checked on two samples."""
+    tasks = list(splits.tasks.values())
+    factory = MODELS.get(config.model.name)
+    kwargs = check_arguments(factory, config.model.options(), "model", INJECTED["model"])
+    params = inspect.signature(factory).parameters
+    available: dict[str, Any] = {
+        "tasks": tasks,
+        "input_shape": splits.train.input_shape,
+        "layout": splits.train.layout,
+        "input_dim": splits.train.input_dim,
+    }
+    for key, value in available.items():
+        if key in params and key not in kwargs:
+            kwargs[key] = value
+    model: nn.Module = factory(**kwargs)
+    if not isinstance(model, MultiTaskModel) and not hasattr(model, "shared_parameters"):
+        if len(tasks) != 1:
+            raise ValueError(
+                f"model {config.model.name!r} predicts one output but the data set has tasks "
+                f"{[t.name for t in tasks]}; use data.tasks to pick one, or a multi-task model"
+            )
+        model = SingleTaskAdapter(model, tasks[0])
+    check_outputs(model, splits, config.model.name)
+    return model
+
+
+def check_outputs(model: nn.Module, splits: DataSplits, name: str) -> None:
+    """Raise ValueError unless the model predicts every task with the task's width."""
+    probe = splits.train.batch(torch.arange(min(2, len(splits.train))))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        output = model(probe.inputs, probe.lengths)
+    model.train(was_training)
+    for task in splits.tasks.values():
+        pred = output.preds.get(task.name)
+        if pred is None:
+            raise ValueError(
+                f"model {name!r} does not predict task {task.name!r} (it predicts "
+                f"{sorted(output.preds)})"
+            )
+        if pred.shape != (len(probe), task.out_dim):
+            raise ValueError(
+                f"model {name!r} predicts {tuple(pred.shape)} for task "
+                f"{task.name!r}; expected (B, {task.out_dim})"
+            )
+
+
+def build_weighting(config: RunConfig, tasks: Sequence[str]) -> Weighting:
+    """The configured balancing strategy."""
+    from attnmtl.weighting import WEIGHTINGS
+
+    factory = WEIGHTINGS.get(config.weighting.name)
+    kwargs = check_arguments(
+        factory, config.weighting.options(), "weighting", INJECTED["weighting"]
+    )
+    return create_weighting(config.weighting.name, tasks, **kwargs)
+
+
+def build_optimizer(
+    config: RunConfig, model: nn.Module, weighting: Weighting
+) -> torch.optim.Optimizer:
+    """AdamW / Adam / SGD over the model, plus the strategy's parameters without decay."""
+    opt = config.optimizer
+    groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    extra = [p for p in weighting.parameters() if p.requires_grad]
+    if extra:
+        groups.append({"params": extra, "weight_decay": 0.0, "lr": opt.weighting_lr or opt.lr})
+    if opt.name == "sgd":
+        return torch.optim.SGD(
+            groups,
+            lr=opt.lr,
+            momentum=opt.momentum,
+            nesterov=opt.nesterov,
+            weight_decay=opt.weight_decay,
+        )
+    cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
+    return cls(groups, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
+
+
+def build_schedule(
+    config: RunConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The configured schedule, stepped once per optimizer step."""
+    sched = config.schedule
+    total = max(1, config.train.epochs * steps_per_epoch)
+    if sched.name == "onecycle":
+        max_lr = [group["lr"] for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=max_lr, total_steps=total, pct_start=sched.warmup or 0.3
+        )
+    warmup = int(sched.warmup * total)
+
+    def factor(step: int) -> float:
+        if sched.name == "constant":
+            return 1.0
+        if sched.name == "step":
+            return float(sched.gamma ** (step // (sched.step_epochs * steps_per_epoch)))
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return sched.min_lr_ratio + (1 - sched.min_lr_ratio) * 0.5 * (
+            1 + math.cos(math.pi * progress)
+        )
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def count_parameters(model: nn.Module) -> dict[str, Any]:
+    """Total, trainable, shared and per-task parameter counts."""
+    counts: dict[str, Any] = {
+        "total": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+    shared = getattr(model, "shared_parameters", None)
+    if shared is not None:
+        counts["shared"] = sum(p.numel() for p in shared())
+        tasks = getattr(model, "tasks", None)
+        if isinstance(tasks, dict):
+            counts["per_task"] = {
+                t: sum(p.numel() for p in model.task_parameters(t))  # type: ignore[operator]
+                for t in tasks
+            }
+    return counts

@@ -1,0 +1,327 @@
+"""The training loop: forward, task losses, weighting, step, log, evaluate, checkpoint.
+
+Axes: B batch, K tasks.
+
+Read it top to bottom (:meth:`Trainer.fit`). Everything a resumed run needs to continue
+exactly — model, optimizer, schedule, strategy state, every RNG, the shuffling generator as it
+was at the start of the current epoch and the number of batches already done — goes into each
+checkpoint, so on CPU with a fixed seed a run that is killed and resumed ends with the same
+weights as one that was not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import Tensor, nn
+
+from attnmtl.config import RunConfig
+from attnmtl.data import Batch, DataSplits
+from attnmtl.data.dataset import batch_indices
+from attnmtl.engine.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from attnmtl.engine.logger import RunLogger, TrainProgress
+from attnmtl.engine.objective import label_counts, task_losses
+from attnmtl.engine.setup import (
+    build_optimizer,
+    build_schedule,
+    build_weighting,
+    count_parameters,
+    resolve_device,
+)
+from attnmtl.eval.metrics import HIGHER_IS_BETTER, evaluate
+from attnmtl.weighting import StepContext
+
+
+@dataclass
+class Position:
+    """Where training stands: the next epoch and batch to run, the steps taken so far."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    best: float | None = None
+    best_epoch: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains a multi-task model on a data set as its run config says.
+
+    Args:
+        config: the validated run config.
+        splits: the data (train, val, test).
+        model: the model (see :func:`attnmtl.engine.setup.build_model`).
+        run_dir: where checkpoints, metrics.jsonl and summary.json go; None writes nothing.
+        console: where the progress bar and messages go.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        splits: DataSplits,
+        model: nn.Module,
+        run_dir: Path | None = None,
+        console: Console | None = None,
+    ) -> None:
+        self.config, self.splits, self.run_dir = config, splits, run_dir
+        self.console = console or Console(stderr=True)
+        train = config.train
+        if train.threads is not None:
+            torch.set_num_threads(train.threads)
+        self.device = resolve_device(train.device)
+        if train.amp and self.device.type != "cuda":
+            raise ValueError("train.amp=true needs a CUDA device (train.device)")
+        self.tasks = splits.tasks
+        self.model = model.to(self.device)
+        self.weighting = build_weighting(config, list(self.tasks)).to(self.device)
+        self.optimizer = build_optimizer(config, self.model, self.weighting)
+        self.steps_per_epoch = splits.train.num_batches(train.batch_size)
+        self.schedule = build_schedule(config, self.optimizer, self.steps_per_epoch)
+        self.amp_dtype = torch.float16 if train.amp_dtype == "float16" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=train.amp and self.amp_dtype == torch.float16
+        )
+        self.shuffle = torch.Generator().manual_seed(train.seed)
+        self.shared = list(model.shared_parameters())  # type: ignore[operator]
+        self.position = Position()
+        self.monitor_task, _, self.monitor_metric = train.monitor.partition(":")
+        if train.monitor != "loss" and (
+            self.monitor_task not in self.tasks or self.monitor_metric not in HIGHER_IS_BETTER
+        ):
+            raise ValueError(
+                f"train.monitor={train.monitor!r}; expected 'loss' or TASK:METRIC with a task in "
+                f"{sorted(self.tasks)} and a metric in {sorted(HIGHER_IS_BETTER)}"
+            )
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the configured number of epochs and return the summary."""
+        train, pos = self.config.train, self.position
+        logger = RunLogger(
+            self.run_dir,
+            train.tensorboard and self.run_dir is not None,
+            append=pos.epoch > 0 or pos.batch > 0,
+        )
+        train_time, train_samples = 0.0, 0
+        try:
+            with TrainProgress(train.progress, self.console) as progress:
+                while pos.epoch < train.epochs:
+                    epoch_start_state = self.shuffle.get_state()
+                    order = batch_indices(
+                        len(self.splits.train), train.batch_size, True, self.shuffle
+                    )
+                    progress.start_epoch(
+                        f"epoch {pos.epoch + 1}/{train.epochs}", len(order), pos.batch
+                    )
+                    sums = {t: torch.zeros((), device=self.device) for t in self.tasks}
+                    counts = dict.fromkeys(self.tasks, 0)
+                    tick, tick_samples = time.perf_counter(), 0
+                    for index in order[pos.batch :]:
+                        batch = self.splits.train.batch(index).to(self.device, non_blocking=True)
+                        losses, present, weights = self.step(batch)
+                        for (task, loss), n in zip(losses.items(), present, strict=True):
+                            sums[task] += loss.detach() * n
+                            counts[task] += n
+                        pos.batch += 1
+                        pos.step += 1
+                        tick_samples += len(batch)
+                        if pos.step % train.log_every == 0 or pos.batch == len(order):
+                            elapsed = time.perf_counter() - tick
+                            train_time += elapsed
+                            train_samples += tick_samples
+                            rate = tick_samples / max(elapsed, 1e-9)
+                            current = {t: float(v.detach()) for t, v in losses.items()}
+                            progress.update(pos.batch, rate, current)
+                            logger.log(
+                                "train",
+                                pos.step,
+                                epoch=pos.epoch,
+                                loss=current,
+                                weights={t: float(w) for t, w in weights.items()},
+                                lr=self.optimizer.param_groups[0]["lr"],
+                                samples_per_s=rate,
+                            )
+                            tick, tick_samples = time.perf_counter(), 0
+                        if (
+                            train.checkpoint_every
+                            and pos.step % train.checkpoint_every == 0
+                            and pos.batch < len(order)
+                        ):
+                            self.save("last", epoch_start_state)
+                    self.end_epoch(logger, sums, counts)
+        finally:
+            logger.close()
+        return self.finish(train_time, train_samples)
+
+    def step(self, batch: Batch) -> tuple[dict[str, Tensor], list[int], dict[str, Tensor]]:
+        """One optimizer step on ``batch``: forward, masked task losses, weighting, update."""
+        train = self.config.train
+        present_counts = label_counts(batch, self.tasks)
+        with self.autocast():
+            output = self.model(batch.inputs, batch.lengths)
+            losses = task_losses(output, batch, self.tasks, present_counts)
+        if not losses:  # no sample labelled for any task: nothing to learn from
+            return {}, [], {}
+        self.optimizer.zero_grad(set_to_none=True)
+        ctx = StepContext(
+            self.shared, output.features, self.position.step, self.position.epoch, self.scaler.scale
+        )
+        weights = self.weighting.backward(losses, ctx)
+        if train.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.weighting.after_step(lambda: self.recompute(batch))
+        self.schedule.step()
+        return losses, [n for n in present_counts if n > 0], weights
+
+    def recompute(self, batch: Batch) -> dict[str, Tensor]:
+        """The batch's task losses under the updated model, without gradient."""
+        with torch.no_grad(), self.autocast():
+            return task_losses(self.model(batch.inputs, batch.lengths), batch, self.tasks)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Mixed precision on CUDA when asked for; a no-op otherwise."""
+        if not self.config.train.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def end_epoch(
+        self, logger: RunLogger, sums: Mapping[str, Tensor], counts: Mapping[str, int]
+    ) -> None:
+        """Evaluate on validation data, log, keep the best and the last checkpoint."""
+        pos, train = self.position, self.config.train
+        train_loss = {t: float(sums[t]) / counts[t] for t in self.tasks if counts[t]}
+        val = evaluate(self.model, self.splits.val, self.tasks, train.eval_batch_size, self.device)
+        logger.log("epoch", pos.step, epoch=pos.epoch, train_loss=train_loss, val=val)
+        pos.history.append({"epoch": pos.epoch, "train_loss": train_loss, "val": val})
+        score = self.monitor_value(val)
+        improved = pos.best is None or score < pos.best
+        if improved:
+            pos.best, pos.best_epoch = score, pos.epoch
+        pos.epoch, pos.batch = pos.epoch + 1, 0
+        if improved:
+            self.save("best", self.shuffle.get_state())
+        self.save("last", self.shuffle.get_state())
+        summary = " ".join(
+            f"{t}:{m}={val[t][m]:.4f}" for t, m in self.primary_metrics() if t in val
+        )
+        self.console.log(f"epoch {pos.epoch}/{train.epochs} val {summary}")
+
+    def primary_metrics(self) -> Iterator[tuple[str, str]]:
+        """(task, its primary metric) for every task."""
+        return ((name, task.primary_metric) for name, task in self.tasks.items())
+
+    def monitor_value(self, val: Mapping[str, Mapping[str, float]]) -> float:
+        """The value model selection minimises (sign flipped for higher-is-better metrics)."""
+        if self.config.train.monitor == "loss":
+            return sum(m["loss"] for m in val.values())
+        value = val.get(self.monitor_task, {}).get(self.monitor_metric)
+        if value is None:
+            return float("inf")
+        return -value if HIGHER_IS_BETTER[self.monitor_metric] else value
+
+    # ----------------------------------------------------------- checkpoints & summary
+
+    def save(self, name: str, shuffle_state: Tensor) -> None:
+        """Write checkpoint ``name`` (``last`` or ``best``) if the run has a directory."""
+        if self.run_dir is None:
+            return
+        pos = self.position
+        resume = {
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "shuffle": shuffle_state,
+            "weighting": self.weighting.extra_state(),
+        }
+        meta = {
+            "tasks": [asdict(t) for t in self.tasks.values()],
+            "epoch": pos.epoch,
+            "batch": pos.batch,
+            "step": pos.step,
+            "best": pos.best,
+            "best_epoch": pos.best_epoch,
+            "history": pos.history,
+        }
+        save_checkpoint(
+            self.run_dir / "checkpoints" / name,
+            self.model.state_dict(),
+            self.weighting.state_dict(),
+            resume,
+            meta,
+        )
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Continue from ``checkpoint`` (see the module docstring)."""
+        self.model.load_state_dict(checkpoint.model)
+        self.weighting.load_state_dict(checkpoint.weighting)
+        resume = checkpoint.resume
+        self.optimizer.load_state_dict(resume["optimizer"])
+        self.schedule.load_state_dict(resume["schedule"])
+        self.scaler.load_state_dict(resume["scaler"])
+        self.weighting.load_extra_state(resume["weighting"])
+        self.shuffle.set_state(resume["shuffle"])
+        set_rng_state(resume["rng"])
+        meta = checkpoint.meta
+        self.position = Position(
+            meta["epoch"],
+            meta["batch"],
+            meta["step"],
+            meta["best"],
+            meta["best_epoch"],
+            list(meta["history"]),
+        )
+
+    def finish(self, train_time: float, train_samples: int) -> dict[str, Any]:
+        """Test the selected model (best by validation, or last) and write summary.json."""
+        train = self.config.train
+        selected = "last"
+        if train.test_on == "best" and self.run_dir is not None:
+            best = load_checkpoint(self.run_dir / "checkpoints" / "best")
+            self.model.load_state_dict(best.model)
+            selected = "best"
+        results = {}
+        for split in ("val", "test"):
+            data = getattr(self.splits, split)
+            results[split] = evaluate(
+                self.model, data, self.tasks, train.eval_batch_size, self.device
+            )
+        summary = {
+            "name": self.config.name,
+            "tasks": results["test"],
+            "val": results["val"],
+            "selected": selected,
+            "best_epoch": self.position.best_epoch,
+            "epochs": self.position.epoch,
+            "steps": self.position.step,
+            "train_samples_per_s": train_samples / train_time if train_time else None,
+            "parameters": count_parameters(self.model),
+            "data": self.splits.info,
+        }
+        if self.run_dir is not None:
+            from attnmtl.engine.checkpoint import write_json_atomic
+
+            write_json_atomic(self.run_dir / "summary.json", summary)
+        return summary
+
+
+def load_last(run_dir: Path) -> Checkpoint:
+    """The last checkpoint of a run directory."""
+    return load_checkpoint(run_dir / "checkpoints" / "last")
