@@ -102,3 +102,18 @@ def test_train_then_eval_from_the_command_line(tmp_path, capsys):
     assert json.loads(result.read_text())["tasks"]["digit"] != summary["tasks"]["digit"]
     code, _, err = run(["train", *TINY, "--out", str(out_dir)], capsys)
     assert code == 2 and "already exists" in err
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("model.encoder_options.hiden_dim=64", "unknown argument 'hiden_dim' for encoder 'rnn'"),
+        ("model.attention_options.heads=2", "unknown argument 'heads' for attention_options"),
+        ("model.encoder=lstm", "encoder='lstm'; expected one of: rnn, transformer, cnn, mlp"),
+        ("data.tasks=[digit, colour]", "colour"),
+    ],
+)
+def test_bad_nested_options_fail_before_a_run_directory_exists(override, needle, tmp_path, capsys):
+    code, _, err = run(["train", override, "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and needle in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()

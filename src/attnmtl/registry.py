@@ -13,6 +13,19 @@ from typing import Any, Generic, TypeVar
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def check_keywords(factory: Callable[..., Any], kwargs: dict[str, Any], where: str) -> None:
+    """Raise ValueError if ``kwargs`` holds a key ``factory``'s signature does not accept."""
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    for key in kwargs:
+        if key not in valid:
+            raise ValueError(
+                f"unknown argument {key!r} for {where}; expected one of: {', '.join(valid)}"
+            )
+
+
 class Registry(Generic[F]):
     """A named collection of factories (classes or functions) of one kind of component."""
 
@@ -45,16 +58,7 @@ class Registry(Generic[F]):
 
     def check_kwargs(self, name: str, kwargs: dict[str, Any]) -> None:
         """Raise ValueError if ``kwargs`` holds a key the factory does not accept."""
-        params = inspect.signature(self.get(name)).parameters
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            return
-        valid = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
-        for key in kwargs:
-            if key not in valid:
-                raise ValueError(
-                    f"unknown argument {key!r} for {self.kind} {name!r}; "
-                    f"expected one of: {', '.join(valid)}"
-                )
+        check_keywords(self.get(name), kwargs, f"{self.kind} {name!r}")
 
     def create(self, name: str, **kwargs: Any) -> Any:
         """Build the component registered as ``name`` with checked keyword arguments."""

@@ -69,7 +69,24 @@ def test_missing_checkpoint_names_the_folder(tmp_path):
 def test_state_json_holds_no_pickled_payload(tmp_path):
     folder = _save(tmp_path / "last")
     state = json.loads((folder / "state.json").read_text())
-    assert set(state) == {"format", "meta", "resume", "sha256"}
+    assert set(state) == {"format", "meta", "resume", "aliases", "sha256"}
+
+
+def test_a_module_shared_by_two_parents_is_stored_once_and_restored_under_both_names(tmp_path):
+    shared = torch.nn.Linear(2, 1)
+    model = torch.nn.ModuleDict(
+        {"a": torch.nn.Sequential(shared), "b": torch.nn.Sequential(shared)}
+    )
+    folder = save_checkpoint(tmp_path / "last", model.state_dict(), {}, {}, {})
+    state = load_checkpoint(folder)
+    assert json.loads((folder / "state.json").read_text())["aliases"] == {
+        "model.b.0.weight": "model.a.0.weight",
+        "model.b.0.bias": "model.a.0.bias",
+    }
+    fresh = torch.nn.ModuleDict({"a": torch.nn.Linear(2, 1), "b": torch.nn.Linear(2, 1)})
+    fresh = torch.nn.ModuleDict({k: torch.nn.Sequential(v) for k, v in fresh.items()})
+    fresh.load_state_dict(state.model)
+    assert torch.equal(fresh["b"][0].weight, shared.weight)
 
 
 def test_rng_states_round_trip():

@@ -96,6 +96,29 @@ def join_state(data: Any, tensors: Mapping[str, Tensor]) -> Any:
     return data
 
 
+def dedupe(named: list[tuple[str, Tensor]]) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors to store, and aliases: a tensor registered under several names (a module shared
+    by two parents, e.g. the seed's one attention scorer) is stored once."""
+    stored: dict[str, Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple[int, int, tuple[int, ...], tuple[int, ...], torch.dtype], str] = {}
+    for name, tensor in named:
+        tensor = tensor.detach()
+        key = (
+            tensor.untyped_storage().data_ptr(),
+            int(tensor.storage_offset()),
+            tuple(tensor.shape),
+            tuple(tensor.stride()),
+            tensor.dtype,
+        )
+        if tensor.numel() and key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        stored[name] = tensor.cpu().clone().contiguous()  # no storage shared with another entry
+    return stored, aliases
+
+
 @dataclass
 class Checkpoint:
     """What a checkpoint holds once loaded."""
@@ -118,10 +141,9 @@ def save_checkpoint(
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
     try:
-        weights = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()}
-        weights.update(
-            {f"weighting.{k}": v.detach().cpu().contiguous() for k, v in weighting_state.items()}
-        )
+        named = [(f"model.{k}", v) for k, v in model_state.items()]
+        named += [(f"weighting.{k}", v) for k, v in weighting_state.items()]
+        weights, aliases = dedupe(named)
         save_file(weights, str(tmp / "model.safetensors"))
         tensors: dict[str, Tensor] = {}
         structure = split_state(dict(resume_state), "resume", tensors)
@@ -133,6 +155,7 @@ def save_checkpoint(
             "format": FORMAT_VERSION,
             "meta": dict(meta),
             "resume": structure,
+            "aliases": aliases,
             "sha256": {n: sha256(tmp / n) for n in ("model.safetensors", "optimizer.safetensors")},
         }
         write_json_atomic(tmp / "state.json", state)
@@ -167,6 +190,8 @@ def _read(folder: Path) -> Checkpoint:
                 f"checkpoint {folder}: {name} is missing or does not match its checksum"
             )
     weights = load_file(str(folder / "model.safetensors"))
+    for alias, source in state.get("aliases", {}).items():
+        weights[alias] = weights[source]
     tensors = load_file(str(folder / "optimizer.safetensors"))
     model = {k[6:]: v for k, v in weights.items() if k.startswith("model.")}
     weighting = {k[10:]: v for k, v in weights.items() if k.startswith("weighting.")}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import inspect
 import math
 import random
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -18,6 +18,16 @@ from attnmtl.data.batch import Inputs
 from attnmtl.models import MODELS, MultiTaskModel, MultiTaskOutput
 from attnmtl.tasks import Task
 from attnmtl.weighting import Weighting, create_weighting
+
+T = TypeVar("T")
+
+
+def construct(factory: Callable[..., T], kwargs: dict[str, Any], where: str) -> T:
+    """``factory(**kwargs)``; a TypeError from a nested option becomes a one-line ValueError."""
+    try:
+        return factory(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"{where}: {err}") from None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,7 +63,7 @@ def build_data(config: RunConfig) -> DataSplits:
     """
     factory = DATASETS.get(config.data.name)
     kwargs = check_arguments(factory, config.data.options(), "data", INJECTED["data"])
-    splits: DataSplits = factory(**kwargs)
+    splits: DataSplits = construct(factory, kwargs, f"data {config.data.name!r}")
     if config.data.task_mask == "one":
         seed = config.data.task_mask_seed
         splits = DataSplits(
@@ -109,7 +119,7 @@ def build_model(config: RunConfig, splits: DataSplits) -> nn.Module:
     for key, value in available.items():
         if key in params and key not in kwargs:
             kwargs[key] = value
-    model: nn.Module = factory(**kwargs)
+    model: nn.Module = construct(factory, kwargs, f"model {config.model.name!r}")
     if not isinstance(model, MultiTaskModel) and not hasattr(model, "shared_parameters"):
         if len(tasks) != 1:
             raise ValueError(
@@ -151,7 +161,11 @@ def build_weighting(config: RunConfig, tasks: Sequence[str]) -> Weighting:
     kwargs = check_arguments(
         factory, config.weighting.options(), "weighting", INJECTED["weighting"]
     )
-    return create_weighting(config.weighting.name, tasks, **kwargs)
+    return construct(
+        lambda **kw: create_weighting(config.weighting.name, tasks, **kw),
+        kwargs,
+        f"weighting {config.weighting.name!r}",
+    )
 
 
 def build_optimizer(

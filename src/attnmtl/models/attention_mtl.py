@@ -20,6 +20,7 @@ from attnmtl.models.base import MultiTaskModel, make_head
 from attnmtl.models.encoder import build_encoder
 from attnmtl.models.output import MultiTaskOutput
 from attnmtl.models.registry import register_model
+from attnmtl.registry import check_keywords
 from attnmtl.tasks import Task
 
 
@@ -54,6 +55,7 @@ class AttentionMTL(MultiTaskModel):
         options = {"pooling": "mean", **dict(encoder_options or {})}
         self.encoder = build_encoder(encoder, tuple(input_shape), layout, **options)
         dim = self.encoder.dim
+        check_keywords(AttentionPooling, dict(attention_options or {}), "attention_options")
         self.attention = nn.ModuleDict(
             {name: AttentionPooling(dim, **dict(attention_options or {})) for name in self.tasks}
         )

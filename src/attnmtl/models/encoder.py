@@ -32,6 +32,7 @@ from attnmtl.encoders import (
     RNNEncoder,
     TransformerEncoder,
 )
+from attnmtl.registry import check_keywords
 
 ENCODER_KINDS = ("rnn", "transformer", "cnn", "mlp")
 
@@ -70,10 +71,12 @@ class SharedEncoder(nn.Module):
             # One output step: any pooling of it is the identity, so pooling options are moot.
             options.pop("pooling", None)
             options.pop("pooling_options", None)
+            check_keywords(MLPEncoder, options, "encoder 'mlp'")
             self.encoder = MLPEncoder(math.prod(input_shape), **options)
         elif kind == "cnn":
             in_channels = {"sequence": input_shape[-1], "image": input_shape[0], "table": 1}
             options.setdefault("dims", 2 if layout == "image" else 1)
+            check_keywords(ConvEncoder, options, "encoder 'cnn'")
             self.encoder = ConvEncoder(in_channels=in_channels[layout], **options)
         else:
             steps_dim = {
@@ -82,6 +85,7 @@ class SharedEncoder(nn.Module):
                 "table": 1,
             }[layout]
             cls = RNNEncoder if kind == "rnn" else TransformerEncoder
+            check_keywords(cls, options, f"encoder {kind!r}")
             self.encoder = cls(input_dim=steps_dim, **options)
         self.dim = int(self.encoder.dim)
         self.out_dim = int(self.encoder.out_dim)
