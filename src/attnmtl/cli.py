@@ -6,7 +6,6 @@ value and what was expected, and exit code 2 — never a traceback.
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -126,7 +125,7 @@ def eval_run(
     results = evaluate_run(run_dir, data, list(overrides or []), split, checkpoint)
     console.print(results_table(results, f"{split} results ({checkpoint} checkpoint)"))
     if json_path is not None:
-        json_path.write_text(json.dumps({"tasks": results}, indent=2) + "\n")
+        _write_json(json_path, {"tasks": results})
 
 
 def _int_list(text: str, option: str) -> tuple[int, ...]:
@@ -174,7 +173,7 @@ def bench_attention(
     )
     console.print(render(results))
     if json_path is not None:
-        json_path.write_text(json.dumps(results, indent=2) + "\n")
+        _write_json(json_path, results)
 
 
 @bench_app.command("trainer")
@@ -192,10 +191,11 @@ def bench_trainer(
     """Training samples/s of the Trainer against a bare PyTorch loop on the same model."""
     from attnmtl.bench.trainer import render, run
 
-    results = run(config, list(overrides or []), rounds, threads, log=err_console.log)
+    items = list(overrides or []) + ([f"train.threads={threads}"] if threads else [])
+    results = run(config, items, rounds, None, log=err_console.log)
     console.print(render(results))
     if json_path is not None:
-        json_path.write_text(json.dumps(results, indent=2) + "\n")
+        _write_json(json_path, results)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> None:
         code = app(args=argv, prog_name="attnmtl", standalone_mode=False)
     except ValueError as err:
         _fail(str(err), 2)
+    except OSError as err:  # a path that cannot be written or read
+        _fail(f"{err.strerror or err}: {err.filename}" if err.filename else str(err), 2)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except Exception as err:
@@ -220,6 +222,14 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         _fail(message(), int(getattr(err, "exit_code", 2)))
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _write_json(path: Path, data: object) -> None:
+    from attnmtl.engine.checkpoint import write_json_atomic
+
+    if not path.parent.is_dir():
+        raise ValueError(f"--json {path}: the folder {path.parent} does not exist")
+    write_json_atomic(path, data)
 
 
 def _fail(message: str, code: int) -> None:

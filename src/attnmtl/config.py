@@ -252,7 +252,10 @@ def check_arguments(
         if key in injected:
             raise ValueError(f"{where}.{key} is set from the data set; remove it from the config")
         if key not in valid and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            raise ValueError(f"unknown key '{where}.{key}'; expected one of: {', '.join(valid)}")
+            raise ValueError(
+                f"unknown key '{where}.{key}'; expected one of: "
+                f"{', '.join(valid) or '(no arguments)'}"
+            )
     try:
         hints = typing.get_type_hints(target)
     except Exception:  # unresolvable annotations: check names only

@@ -22,7 +22,8 @@ def check_keywords(factory: Callable[..., Any], kwargs: dict[str, Any], where: s
     for key in kwargs:
         if key not in valid:
             raise ValueError(
-                f"unknown argument {key!r} for {where}; expected one of: {', '.join(valid)}"
+                f"unknown argument {key!r} for {where}; expected one of: "
+                f"{', '.join(valid) or '(no arguments)'}"
             )
 
 

@@ -98,3 +98,11 @@ def test_rng_states_round_trip():
     first = (random.random(), np.random.rand(), torch.rand(1).item())
     set_rng_state(saved)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_saving_after_an_interrupted_swap_keeps_the_surviving_copy_until_replaced(tmp_path):
+    _save(tmp_path / "last", 1.0)
+    (tmp_path / "last").rename(tmp_path / ".last.old")  # crash between the two renames
+    _save(tmp_path / "last", 2.0)
+    assert torch.equal(load_checkpoint(tmp_path / "last").model["w"], torch.full((2, 2), 2.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]

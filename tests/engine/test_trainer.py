@@ -55,7 +55,7 @@ def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
 
 
 def test_resuming_from_a_mid_epoch_checkpoint_replays_the_same_batches(tmp_path, monkeypatch):
-    full, _ = _train(tmp_path, "full", train={"epochs": 2, "checkpoint_every": 4})
+    full, _ = _train(tmp_path, "full", train={"epochs": 2, "checkpoint_every": 4, "log_every": 1})
     from attnmtl.engine.trainer import Trainer
 
     original = Trainer.step
@@ -67,7 +67,7 @@ def test_resuming_from_a_mid_epoch_checkpoint_replays_the_same_batches(tmp_path,
 
     monkeypatch.setattr(Trainer, "step", crash_at_step_10)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        _train(tmp_path, "part", train={"epochs": 2, "checkpoint_every": 4})
+        _train(tmp_path, "part", train={"epochs": 2, "checkpoint_every": 4, "log_every": 1})
     monkeypatch.setattr(Trainer, "step", original)
     state = load_checkpoint(tmp_path / "part" / "checkpoints" / "last")
     assert (state.meta["epoch"], state.meta["batch"], state.meta["step"]) == (1, 2, 8)
@@ -75,6 +75,15 @@ def test_resuming_from_a_mid_epoch_checkpoint_replays_the_same_batches(tmp_path,
     a = load_file(str(full / "checkpoints" / "last" / "model.safetensors"))
     b = load_file(str(tmp_path / "part" / "checkpoints" / "last" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the log reads as if nothing had happened: each step once, the same epoch means
+    assert _log(tmp_path / "part") == _log(full)
+
+
+def _log(run_dir):
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for event in events:
+        event.pop("samples_per_s", None)
+    return events
 
 
 def test_a_task_missing_from_most_samples_trains_without_nan(tmp_path):
@@ -102,3 +111,17 @@ def test_an_existing_run_directory_is_never_reused(tmp_path):
     with pytest.raises(ValueError, match="already exists"):
         _train(tmp_path, "taken")
     assert (tmp_path / "taken" / "file").read_text() == "x"
+
+
+def test_resume_refuses_a_finished_run_and_a_changed_onecycle_length(tmp_path):
+    run_dir, _ = _train(tmp_path, train={"epochs": 1}, schedule={"name": "onecycle"})
+    with pytest.raises(ValueError, match="the run has finished"):
+        resume_run(run_dir)
+    with pytest.raises(ValueError, match="cannot change on --resume with schedule 'onecycle'"):
+        resume_run(run_dir, ["train.epochs=2"])
+    assert "epochs: 1" in (run_dir / "config.yaml").read_text()
+
+
+def test_a_monitor_metric_the_task_does_not_report_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="task 'cls' reports accuracy, f1, loss"):
+        _train(tmp_path, train={"monitor": "cls:mae"})

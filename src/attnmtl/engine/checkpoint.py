@@ -160,6 +160,8 @@ def save_checkpoint(
         }
         write_json_atomic(tmp / "state.json", state)
         old = folder.with_name(f".{folder.name}.old")
+        if not folder.exists() and old.exists():  # an earlier swap was cut between its renames:
+            os.replace(old, folder)  # the surviving copy goes back first, never deleted
         if old.exists():
             shutil.rmtree(old)
         if folder.exists():

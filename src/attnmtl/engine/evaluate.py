@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from attnmtl.config import apply_overrides, parse_config, read_yaml
+from attnmtl.data import DATASETS
 from attnmtl.engine.checkpoint import load_checkpoint
 from attnmtl.engine.setup import build_data, build_model, resolve_device
 from attnmtl.eval.metrics import evaluate
 
 SPLITS = ("train", "val", "test")
 CHECKPOINTS = ("best", "last")
+
+
+# Builder argument → the keys of the training data's info that hold its (mean, std).
+REUSED_STATS = {
+    "input_stats": ("input_mean", "input_std"),
+    "scale_stats": ("scale_mean", "scale_std"),
+    "sum_stats": ("sum_mean", "sum_std"),
+}
+
+
+def reuse_statistics(section: dict[str, Any], info: Mapping[str, Any]) -> None:
+    """Normalise other or shifted data with the training data's statistics.
+
+    Built-in data sets standardise inputs and targets with their own mean and std; a shifted
+    version must use the run's, or the shift (more noise, another scale) is partly normalised
+    away. Sets each statistics argument the builder takes and the user did not give.
+    """
+    factory = DATASETS.get(section["name"])
+    params = inspect.signature(factory).parameters
+    for argument, (mean, std) in REUSED_STATS.items():
+        if argument in params and argument not in section and mean in info and std in info:
+            section[argument] = [float(info[mean]), float(info[std])]
 
 
 def evaluate_run(
@@ -45,7 +70,10 @@ def evaluate_run(
     saved = parse_config(raw)
     if data is not None:
         raw["data"] = {"name": data, "task_mask": saved.data.task_mask}
-    config = parse_config(apply_overrides(raw, overrides))
+    raw = apply_overrides(raw, overrides)
+    if data is not None or overrides:
+        reuse_statistics(raw["data"], build_data(saved).info)
+    config = parse_config(raw)
     state = load_checkpoint(run_dir / "checkpoints" / checkpoint)
     splits = build_data(config)
     tasks = [asdict(task) for task in splits.tasks.values()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -35,21 +36,31 @@ class RunLogger:
     Args:
         run_dir: the run directory (``metrics.jsonl`` and ``tb/`` go there); None logs nowhere.
         tensorboard: also write TensorBoard event files under ``tb/``.
-        append: continue an existing ``metrics.jsonl`` (resuming) instead of starting one.
+        resume_step: continue a resumed run whose checkpoint was taken after this many steps:
+            lines logged after it (by the run that was interrupted) are dropped, as are
+            TensorBoard events after it, so the resumed run logs each step once.
     """
 
     def __init__(
-        self, run_dir: Path | None, tensorboard: bool = True, append: bool = False
+        self, run_dir: Path | None, tensorboard: bool = True, resume_step: int | None = None
     ) -> None:
         self.file = None
         self.writer: Any = None
         if run_dir is None:
             return
-        self.file = (run_dir / "metrics.jsonl").open("a" if append else "w", buffering=1)
+        path = run_dir / "metrics.jsonl"
+        if resume_step is not None and path.exists():
+            lines = path.read_text().splitlines(keepends=True)
+            kept = [line for line in lines if _step(line) <= resume_step]
+            tmp = path.with_name(".metrics.jsonl.tmp")
+            tmp.write_text("".join(kept))
+            os.replace(tmp, path)
+        self.file = path.open("a" if resume_step is not None else "w", buffering=1)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(run_dir / "tb"))
+            purge = None if resume_step is None else resume_step + 1
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
 
     def log(self, event: str, step: int, **values: Any) -> None:
         """One JSON line ``{"event": ..., "step": ..., **values}``; scalars to TensorBoard."""
@@ -67,6 +78,15 @@ class RunLogger:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def _step(line: str) -> float:
+    """The ``step`` of one metrics.jsonl line; infinity for a torn or foreign line."""
+    try:
+        step = json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+    return step if isinstance(step, int) else math.inf
 
 
 def _flatten(values: Mapping[str, Any], prefix: str) -> list[tuple[str, float]]:

@@ -39,7 +39,7 @@ def new_run_dir(out: Path | None, name: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = Path("runs") / f"{name}-{stamp}"
     suffix = 1
-    while path.exists():
+    while path.exists():  # (a race between two runs is caught by mkdir(exist_ok=False))
         path = Path("runs") / f"{name}-{stamp}-{suffix}"
         suffix += 1
     return path
@@ -60,8 +60,8 @@ def train_run(
     trainer = Trainer(config, splits, model, None, console)
     run_dir = new_run_dir(out, config.name) if write else None
     if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_config(config))
+        run_dir.mkdir(parents=True, exist_ok=run_dir == out)  # a generated name is never reused
+        write_text_atomic(run_dir / "config.yaml", dump_config(config))
         trainer.run_dir = run_dir
         console.log(f"run directory: {run_dir}")
     summary = trainer.fit()
@@ -82,22 +82,46 @@ def resume_run(
             raise ValueError(
                 f"override {key!r} cannot change on --resume; allowed: {', '.join(RESUMABLE_KEYS)}"
             )
-    data = apply_overrides(read_yaml(config_path), overrides)
-    config = parse_config(data)
+    saved = parse_config(read_yaml(config_path))
+    config = parse_config(apply_overrides(read_yaml(config_path), overrides))
     checkpoint = load_last(run_dir)
+    check_resumable(saved, config, checkpoint.meta)
     seed_everything(config.train.seed, config.train.deterministic)
     splits = build_data(config)
     model = build_model(config, splits)
     trainer = Trainer(config, splits, model, run_dir, console)
     trainer.restore(checkpoint)
-    if overrides:
-        tmp = config_path.with_suffix(".yaml.tmp")
-        tmp.write_text(dump_config(config))
-        os.replace(tmp, config_path)
+    if config != saved:
+        write_text_atomic(config_path, dump_config(config))
     console.log(
         f"resuming {run_dir} at epoch {trainer.position.epoch + 1}, batch {trainer.position.batch}"
     )
     return run_dir, trainer.fit()
+
+
+def check_resumable(saved: RunConfig, config: RunConfig, meta: Mapping[str, Any]) -> None:
+    """Refuse a resume that cannot continue the run as it was."""
+    done, epochs = int(meta["epoch"]), config.train.epochs
+    if done >= epochs and int(meta["batch"]) == 0:
+        raise ValueError(
+            f"the run has finished ({done} of {saved.train.epochs} epochs); raise train.epochs "
+            "to train further"
+        )
+    if epochs != saved.train.epochs and config.schedule.name in ("onecycle", "cosine"):
+        raise ValueError(
+            f"train.epochs cannot change on --resume with schedule {config.schedule.name!r}: "
+            "its shape is fixed by the run's length (constant and step schedules can be extended)"
+        )
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, fsync and rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def results_table(results: Mapping[str, Mapping[str, float]], title: str) -> Table:

@@ -136,8 +136,12 @@ def check_outputs(model: nn.Module, splits: DataSplits, name: str) -> None:
     probe = splits.train.batch(torch.arange(min(2, len(splits.train))))
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        output = model(probe.inputs, probe.lengths)
+    try:
+        with torch.no_grad():
+            output = model(probe.inputs, probe.lengths)
+    except (TypeError, RuntimeError) as err:  # e.g. an option of the wrong type, a wrong shape
+        first = " ".join(str(err).split())[:300]
+        raise ValueError(f"model {name!r} fails on the data's inputs: {first}") from None
     model.train(was_training)
     for task in splits.tasks.values():
         pred = output.preds.get(task.name)

@@ -12,6 +12,7 @@ weights as one that was not.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -41,7 +42,7 @@ from attnmtl.engine.setup import (
     count_parameters,
     resolve_device,
 )
-from attnmtl.eval.metrics import HIGHER_IS_BETTER, evaluate
+from attnmtl.eval.metrics import HIGHER_IS_BETTER, evaluate, metric_names
 from attnmtl.weighting import StepContext
 
 
@@ -97,14 +98,22 @@ class Trainer:
         self.shuffle = torch.Generator().manual_seed(train.seed)
         self.shared = list(model.shared_parameters())  # type: ignore[operator]
         self.position = Position()
+        # The running epoch's loss sums (for its logged mean), kept across a mid-epoch resume.
+        self.epoch_sums: dict[str, Tensor] = {}
+        self.epoch_counts: dict[str, int] = {}
         self.monitor_task, _, self.monitor_metric = train.monitor.partition(":")
-        if train.monitor != "loss" and (
-            self.monitor_task not in self.tasks or self.monitor_metric not in HIGHER_IS_BETTER
-        ):
-            raise ValueError(
-                f"train.monitor={train.monitor!r}; expected 'loss' or TASK:METRIC with a task in "
-                f"{sorted(self.tasks)} and a metric in {sorted(HIGHER_IS_BETTER)}"
-            )
+        if train.monitor != "loss":
+            if self.monitor_task not in self.tasks:
+                raise ValueError(
+                    f"train.monitor={train.monitor!r}; expected 'loss' or TASK:METRIC with a "
+                    f"task in {sorted(self.tasks)}"
+                )
+            valid = metric_names(self.tasks[self.monitor_task])
+            if self.monitor_metric not in valid:
+                raise ValueError(
+                    f"train.monitor={train.monitor!r}; task {self.monitor_task!r} reports "
+                    f"{', '.join(valid)}"
+                )
 
     # ------------------------------------------------------------------ the loop
 
@@ -114,7 +123,7 @@ class Trainer:
         logger = RunLogger(
             self.run_dir,
             train.tensorboard and self.run_dir is not None,
-            append=pos.epoch > 0 or pos.batch > 0,
+            resume_step=pos.step if pos.step > 0 else None,
         )
         train_time, train_samples = 0.0, 0
         try:
@@ -127,8 +136,12 @@ class Trainer:
                     progress.start_epoch(
                         f"epoch {pos.epoch + 1}/{train.epochs}", len(order), pos.batch
                     )
-                    sums = {t: torch.zeros((), device=self.device) for t in self.tasks}
-                    counts = dict.fromkeys(self.tasks, 0)
+                    if pos.batch == 0:
+                        self.epoch_sums = {
+                            t: torch.zeros((), device=self.device) for t in self.tasks
+                        }
+                        self.epoch_counts = dict.fromkeys(self.tasks, 0)
+                    sums, counts = self.epoch_sums, self.epoch_counts
                     tick, tick_samples = time.perf_counter(), 0
                     for index in order[pos.batch :]:
                         batch = self.splits.train.batch(index).to(self.device, non_blocking=True)
@@ -211,7 +224,9 @@ class Trainer:
         logger.log("epoch", pos.step, epoch=pos.epoch, train_loss=train_loss, val=val)
         pos.history.append({"epoch": pos.epoch, "train_loss": train_loss, "val": val})
         score = self.monitor_value(val)
-        improved = pos.best is None or score < pos.best
+        if math.isnan(score):  # a NaN never counts as the best
+            score = math.inf
+        improved = pos.best is None or score < pos.best or math.isinf(pos.best)
         if improved:
             pos.best, pos.best_epoch = score, pos.epoch
         pos.epoch, pos.batch = pos.epoch + 1, 0
@@ -250,6 +265,8 @@ class Trainer:
             "rng": rng_state(),
             "shuffle": shuffle_state,
             "weighting": self.weighting.extra_state(),
+            "epoch_sums": dict(self.epoch_sums) if pos.batch else {},
+            "epoch_counts": dict(self.epoch_counts) if pos.batch else {},
         }
         meta = {
             "tasks": [asdict(t) for t in self.tasks.values()],
@@ -279,6 +296,8 @@ class Trainer:
         self.weighting.load_extra_state(resume["weighting"])
         self.shuffle.set_state(resume["shuffle"])
         set_rng_state(resume["rng"])
+        self.epoch_sums = {t: v.to(self.device) for t, v in resume["epoch_sums"].items()}
+        self.epoch_counts = dict(resume["epoch_counts"])
         meta = checkpoint.meta
         self.position = Position(
             meta["epoch"],

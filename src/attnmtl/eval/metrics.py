@@ -16,11 +16,17 @@ import torchmetrics
 from torch import Tensor, nn
 
 from attnmtl.data.dataset import MultiTaskDataset
-from attnmtl.engine.objective import label_counts
 from attnmtl.models.output import MultiTaskOutput
 from attnmtl.tasks import Task
 
 HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "mae": False, "rmse": False, "loss": False}
+
+
+def metric_names(task: Task) -> tuple[str, ...]:
+    """The metrics reported for ``task``."""
+    if task.kind == "regression":
+        return ("mae", "rmse", "loss")
+    return ("accuracy", "f1", "loss")
 
 
 def task_metrics(task: Task) -> torchmetrics.MetricCollection:
@@ -80,8 +86,10 @@ class TaskEvaluator(nn.Module):
                 elif task.kind == "regression":
                     value = pred.squeeze(-1) if task.size == 1 else pred
                     metric.update(value, target.to(value.dtype))
-                elif task.kind == "binary":
-                    metric.update(pred.squeeze(-1), target.long())
+                elif task.kind == "binary":  # probabilities: torchmetrics would read logits
+                    metric.update(pred.squeeze(-1).sigmoid(), target.long())  # in [0, 1] as such
+                elif task.kind == "multilabel":
+                    metric.update(pred.sigmoid(), target.long())
                 else:
                     metric.update(pred, target.long())
 
@@ -111,6 +119,7 @@ def evaluate(
     for batch in data.batches(batch_size):
         batch = batch.to(device)
         output = model(batch.inputs, batch.lengths)
-        evaluator.update(output, batch.labels, batch.label_mask, label_counts(batch, tasks))
+        counts = torch.stack([batch.label_mask[name].sum() for name in tasks]).tolist()
+        evaluator.update(output, batch.labels, batch.label_mask, counts)
     model.train(was_training)
     return evaluator.compute()
