@@ -116,6 +116,7 @@ class TrainProgress:
                 TimeRemainingColumn(),
                 console=console,
                 transient=False,
+                refresh_per_second=2,  # redrawing takes the GIL from the training thread
             )
         self.task: TaskID | None = None
 
