@@ -7,6 +7,8 @@ from attnmtl.models.cross_stitch import CrossStitch, CrossStitchUnit
 from attnmtl.models.registry import create_model
 from attnmtl.tasks import Task
 
+from .checks import assert_partition, fit_loss_ratio, ids
+
 TASKS = [
     Task("b", "binary"),
     Task("m", "multiclass", 3),
@@ -25,10 +27,6 @@ CASES = [  # encoder, layout, input shape, encoder options, lengths
     ),
     ("transformer", "table", (5,), {"dim": 8, "num_heads": 2, "num_layers": 2}, None),
 ]
-
-
-def ids(params):
-    return {id(p) for p in params}
 
 
 def test_unit_initialisation_is_a_convex_combination():
@@ -131,8 +129,7 @@ def test_only_the_units_are_shared(encoder):
         assert ids(model.task_parameters(task.name)) == ids(
             p for m in expected for p in m.parameters()
         )
-    parts = [ids(model.shared_parameters()), *(ids(model.task_parameters(t.name)) for t in TASKS)]
-    assert sum(map(len, parts)) == len(ids(model.parameters())) == len(set().union(*parts))
+    assert_partition(model, [t.name for t in TASKS])
 
 
 @pytest.mark.parametrize("init_same", [0.9, 1.0])
@@ -163,15 +160,4 @@ def test_a_short_fit_lowers_the_loss():
     x = torch.randn(32, 6, 2)
     labels = {"sign": (x[..., 0].mean(1) > 0).float(), "level": 3 * x[..., 1].mean(1)}
     model = CrossStitch(tasks, (6, 2), "sequence", "cnn", {"channels": (8,)}, pooling="mean")
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
-
-    def loss() -> torch.Tensor:
-        preds = model(x).preds
-        return sum(t.compute_loss(preds[t.name], labels[t.name]) for t in tasks)
-
-    first = loss().item()
-    for _ in range(25):
-        optimizer.zero_grad()
-        loss().backward()
-        optimizer.step()
-    assert loss().item() < 0.5 * first
+    assert fit_loss_ratio(model, tasks, x, labels) < 0.5

@@ -7,6 +7,8 @@ from attnmtl.models.hard_sharing import HardSharing
 from attnmtl.models.registry import create_model
 from attnmtl.tasks import Task
 
+from .checks import assert_partition, fit_loss_ratio, ids
+
 TASKS = [
     Task("b", "binary"),
     Task("m", "multiclass", 3),
@@ -18,10 +20,6 @@ CASES = [  # encoder, layout, input shape, encoder options
     ("cnn", "image", (1, 6, 6), {"channels": (4, 4)}),
     ("transformer", "table", (5,), {"dim": 8, "num_heads": 2, "num_layers": 1}),
 ]
-
-
-def ids(params):
-    return {id(p) for p in params}
 
 
 @pytest.mark.parametrize(("encoder", "layout", "shape", "options"), CASES)
@@ -76,9 +74,7 @@ def test_the_encoder_is_shared_and_each_head_belongs_to_its_task():
     assert ids(model.shared_parameters()) == ids(model.encoder.parameters())
     for task in TASKS:
         assert ids(model.task_parameters(task.name)) == ids(model.heads[task.name].parameters())
-    owned = [ids(model.task_parameters(t.name)) for t in TASKS]
-    parts = [ids(model.shared_parameters()), *owned]
-    assert sum(map(len, parts)) == len(ids(model.parameters())) == len(set().union(*parts))
+    assert_partition(model, [t.name for t in TASKS])
 
 
 def test_a_loss_on_one_task_leaves_the_other_heads_out_of_the_graph():
@@ -97,15 +93,4 @@ def test_a_short_fit_lowers_the_loss():
     x = torch.randn(32, 6, 2)
     labels = {"sign": (x[..., 0].mean(1) > 0).float(), "level": 3 * x[..., 1].mean(1)}
     model = HardSharing(tasks, (6, 2), "sequence", "rnn", "mean", {"hidden_dim": 8})
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
-
-    def loss() -> torch.Tensor:
-        preds = model(x).preds
-        return sum(t.compute_loss(preds[t.name], labels[t.name]) for t in tasks)
-
-    first = loss().item()
-    for _ in range(25):
-        optimizer.zero_grad()
-        loss().backward()
-        optimizer.step()
-    assert loss().item() < 0.5 * first
+    assert fit_loss_ratio(model, tasks, x, labels) < 0.5

@@ -7,6 +7,8 @@ from attnmtl.models.mtan import MTAN
 from attnmtl.models.registry import create_model
 from attnmtl.tasks import Task
 
+from .checks import assert_partition, fit_loss_ratio, ids
+
 TASKS = [
     Task("b", "binary"),
     Task("m", "multiclass", 3),
@@ -18,10 +20,6 @@ CASES = [  # layout, input shape, channels, shared maps' spatial sizes, final ma
     ("sequence", (8, 3), (4, 6), [(8,), (4,)], (2,)),
     ("table", (5,), (4,), [(5,)], (3,)),
 ]
-
-
-def ids(params):
-    return {id(p) for p in params}
 
 
 @pytest.mark.parametrize(("layout", "shape", "channels", "sizes", "last"), CASES)
@@ -109,8 +107,7 @@ def test_shared_and_task_parameters_partition_the_model(shared_projection):
         if not shared_projection:
             own.append(model.projections[task.name])
         assert ids(model.task_parameters(task.name)) == ids(p for m in own for p in m.parameters())
-    parts = [ids(model.shared_parameters()), *(ids(model.task_parameters(t.name)) for t in TASKS)]
-    assert sum(map(len, parts)) == len(ids(model.parameters())) == len(set().union(*parts))
+    assert_partition(model, [t.name for t in TASKS])
 
 
 @pytest.mark.parametrize("shared_projection", [True, False])
@@ -136,15 +133,4 @@ def test_a_short_fit_lowers_the_loss():
     x = torch.randn(32, 6, 2)
     labels = {"sign": (x[..., 0].mean(1) > 0).float(), "level": 3 * x[..., 1].mean(1)}
     model = MTAN(tasks, (6, 2), "sequence", encoder_options={"channels": (8,)})
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
-
-    def loss() -> torch.Tensor:
-        preds = model(x).preds
-        return sum(t.compute_loss(preds[t.name], labels[t.name]) for t in tasks)
-
-    first = loss().item()
-    for _ in range(25):
-        optimizer.zero_grad()
-        loss().backward()
-        optimizer.step()
-    assert loss().item() < 0.5 * first
+    assert fit_loss_ratio(model, tasks, x, labels) < 0.5
