@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 SMALL = [
-    "data.num_train=320",
+    "data.num_train=1280",
     "data.num_val=64",
     "data.num_test=64",
     "model.encoder_options={cell: gru, hidden_dim: 8, bidirectional: true}",
@@ -74,8 +74,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-        wait_for_step(killed, 4 + 12 * kill, process)
-        time.sleep(rng.uniform(0.0, 0.3))
+        wait_for_step(killed, 8 + 52 * kill, process)  # of 120 steps
+        time.sleep(rng.uniform(0.0, 0.05))
+        assert process.poll() is None, "the run ended before it could be killed"
         process.send_signal(signal.SIGKILL)
         process.wait()
     done = subprocess.run(
