@@ -97,6 +97,17 @@ class Trainer:
         )
         self.shuffle = torch.Generator().manual_seed(train.seed)
         self.shared = list(model.shared_parameters())  # type: ignore[operator]
+        self.task_params = {t: list(model.task_parameters(t)) for t in self.tasks}  # type: ignore[operator]
+        # Gradient-based strategies take per-task gradients at the shared representation from
+        # one backward pass when the model cuts it per task (FeatureSplit).
+        can_split = bool(getattr(model, "splits_features", False))
+        self.split_features = self.weighting.wants_split() and can_split
+        if self.weighting.needs == "features" and not can_split:
+            raise ValueError(
+                f"weighting {config.weighting.name!r} with mode=features needs a model with one "
+                f"shared representation (attention_mtl, hard_sharing); model "
+                f"{config.model.name!r} has none: use weighting.mode=parameters"
+            )
         self.position = Position()
         # The running epoch's loss sums (for its logged mean), kept across a mid-epoch resume.
         self.epoch_sums: dict[str, Tensor] = {}
@@ -184,14 +195,25 @@ class Trainer:
         """One optimizer step on ``batch``: forward, masked task losses, weighting, update."""
         train = self.config.train
         present_counts = label_counts(batch, self.tasks)
-        with self.autocast():
+        split = (
+            self.model.split_features()  # type: ignore[operator]
+            if self.split_features
+            else contextlib.nullcontext()
+        )
+        with split as cut, self.autocast():
             output = self.model(batch.inputs, batch.lengths)
             losses = task_losses(output, batch, self.tasks, present_counts)
         if not losses:  # no sample labelled for any task: nothing to learn from
             return {}, [], {}
         self.optimizer.zero_grad(set_to_none=True)
         ctx = StepContext(
-            self.shared, output.features, self.position.step, self.position.epoch, self.scaler.scale
+            self.shared,
+            output.features,
+            self.position.step,
+            self.position.epoch,
+            self.scaler.scale,
+            self.task_params,
+            cut,
         )
         weights = self.weighting.backward(losses, ctx)
         if train.grad_clip is not None:

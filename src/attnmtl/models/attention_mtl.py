@@ -40,6 +40,8 @@ class AttentionMTL(MultiTaskModel):
         dropout: dropout on the pooled features and inside MLP heads.
     """
 
+    splits_features = True
+
     def __init__(
         self,
         tasks: Sequence[Task],
@@ -78,9 +80,10 @@ class AttentionMTL(MultiTaskModel):
     def forward(self, inputs: Inputs, lengths: Tensor | None = None) -> MultiTaskOutput:
         """Every task's predictions, attention (B, T) and the shared sequence (B, T, D)."""
         enc = self.encoder(inputs, lengths)
+        sequences = self.branch(enc.sequence)
         preds, attention = {}, {}
         for name in self.tasks:
-            pooled, weights = self.attention[name](enc.sequence, enc.mask, return_weights=True)
+            pooled, weights = self.attention[name](sequences[name], enc.mask, return_weights=True)
             preds[name] = self.heads[name](self.dropout(pooled.flatten(1)))  # (B, out)
             attention[name] = weights
         return MultiTaskOutput(preds, attention, enc.sequence)

@@ -9,7 +9,10 @@ gradient-based balancing methods differentiate each task's loss with respect to 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from torch import Tensor, nn
 
@@ -46,6 +49,27 @@ def make_head(
     )
 
 
+@dataclass
+class FeatureSplit:
+    """The shared representation of one forward pass, cut per task.
+
+    Inside :meth:`MultiTaskModel.split_features`, a model that supports it feeds each task its
+    own leaf copy of the shared representation (detached from the encoder's graph, sharing its
+    memory). One backward pass of the summed task losses then leaves every task's gradient at
+    the representation in its own leaf, and stops there; the caller finishes the backward pass
+    into the encoder with ``root.backward(cotangent)``. Gradient-based weighting uses this to
+    get all per-task gradients at the representation from one backward pass through the task
+    branches (what LibMTL's ``rep_grad`` mode does with one backward pass per task).
+
+    Attributes:
+        root: the shared representation, in the encoder's graph (None until the forward pass).
+        leaves: task → the leaf that task's branch read.
+    """
+
+    root: Tensor | None = None
+    leaves: dict[str, Tensor] = field(default_factory=dict)
+
+
 class MultiTaskModel(nn.Module):
     """Base class: per-task outputs, shared and task-specific parameters.
 
@@ -53,14 +77,47 @@ class MultiTaskModel(nn.Module):
         tasks: the tasks, in order.
 
     Subclasses implement :meth:`forward` and :meth:`task_modules`; :meth:`shared_parameters` is
-    every trainable parameter that no task owns.
+    every trainable parameter that no task owns. A model with one shared representation that
+    every task reads passes it through :meth:`branch` and sets ``splits_features = True``; that
+    enables the ``features`` gradient mode of gradient-based weighting (see
+    :class:`FeatureSplit`). Every shared parameter of such a model must lie before the split.
     """
+
+    splits_features: ClassVar[bool] = False
 
     def __init__(self, tasks: Sequence[Task]) -> None:
         super().__init__()
         self.tasks: dict[str, Task] = {t.name: t for t in tasks}
         if not self.tasks:
             raise ValueError("a multi-task model needs at least one task")
+        self._split: FeatureSplit | None = None
+
+    def branch(self, features: Tensor) -> dict[str, Tensor]:
+        """Task → the shared representation that task reads: ``features`` itself, or, inside
+        :meth:`split_features`, a separate leaf per task."""
+        split = self._split
+        if split is None:
+            return dict.fromkeys(self.tasks, features)
+        split.root = features
+        split.leaves = {
+            t: features.detach().requires_grad_(features.requires_grad) for t in self.tasks
+        }
+        return dict(split.leaves)
+
+    @contextmanager
+    def split_features(self) -> Iterator[FeatureSplit]:
+        """Forward passes inside this block cut the shared representation per task."""
+        if not self.splits_features:
+            raise ValueError(
+                f"model {type(self).__name__} has no single shared representation to split; "
+                "use a model that has one (attention_mtl, hard_sharing) or the parameters mode"
+            )
+        split = FeatureSplit()
+        self._split = split
+        try:
+            yield split
+        finally:
+            self._split = None
 
     def forward(self, inputs: Inputs, lengths: Tensor | None = None) -> MultiTaskOutput:
         """Every task's predictions for every sample of the batch."""

@@ -57,6 +57,8 @@ class HardSharing(MultiTaskModel):
     ``features`` is the pooled vector (B, D) that every head reads.
     """
 
+    splits_features = True
+
     def __init__(
         self,
         tasks: Sequence[Task],
@@ -96,7 +98,7 @@ class HardSharing(MultiTaskModel):
         """Every task's predictions from the shared pooled vector (B, D), which is ``features``."""
         enc = self.encoder(inputs, lengths)
         shared = enc.pooled  # (B, D)
-        dropped = self.dropout(shared)
-        preds = {name: self.heads[name](dropped) for name in self.tasks}  # (B, out) each
+        branches = self.branch(self.dropout(shared))
+        preds = {name: self.heads[name](branches[name]) for name in self.tasks}  # (B, out) each
         attention = {} if enc.attention is None else dict.fromkeys(self.tasks, enc.attention)
         return MultiTaskOutput(preds, attention, shared)

@@ -8,6 +8,7 @@ from attnmtl.weighting.base import StepContext, Weighting
 from attnmtl.weighting.dwa import DynamicWeightAverage
 from attnmtl.weighting.equal import EqualWeighting
 from attnmtl.weighting.famo import FAMO
+from attnmtl.weighting.mgda import MGDA, MGDAUB
 from attnmtl.weighting.registry import (
     WEIGHTINGS,
     create_weighting,
@@ -19,6 +20,8 @@ from attnmtl.weighting.uncertainty import UncertaintyWeighting
 
 __all__ = [
     "FAMO",
+    "MGDA",
+    "MGDAUB",
     "WEIGHTINGS",
     "DynamicWeightAverage",
     "EqualWeighting",

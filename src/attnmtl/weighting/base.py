@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 
 from torch import Tensor, nn
+
+from attnmtl.models.base import FeatureSplit
 
 Needs = Literal["losses", "parameters", "features"]
 
@@ -39,6 +41,10 @@ class StepContext:
         epoch: the current epoch (0-based).
         scale: applied to the combined loss before ``backward`` (AMP's ``GradScaler.scale``);
             identity otherwise.
+        task_parameters: task → the parameters that task alone owns (its attention, head, ...).
+        split: the forward pass's per-task cut of the shared representation, when the trainer
+            ran it inside :meth:`~attnmtl.models.base.MultiTaskModel.split_features` (only for
+            strategies whose ``needs`` is not ``losses``); ``features`` is then its root.
     """
 
     shared_parameters: Sequence[nn.Parameter]
@@ -46,6 +52,8 @@ class StepContext:
     step: int
     epoch: int
     scale: Callable[[Tensor], Tensor] = identity
+    task_parameters: Mapping[str, Sequence[nn.Parameter]] = field(default_factory=dict)
+    split: FeatureSplit | None = None
 
 
 class Weighting(nn.Module, ABC):
@@ -63,7 +71,7 @@ class Weighting(nn.Module, ABC):
     ``state_dict()`` plus :meth:`extra_state` in checkpoints.
     """
 
-    needs: ClassVar[Needs] = "losses"
+    needs: Needs = "losses"
 
     def __init__(self, tasks: Sequence[str]) -> None:
         super().__init__()
@@ -83,6 +91,11 @@ class Weighting(nn.Module, ABC):
             task → the weight (a detached scalar tensor) the strategy applied to that task's
             loss this step (for gradient-based methods, the equivalent weight they report).
         """
+
+    def wants_split(self) -> bool:
+        """Whether the forward pass should cut the shared representation per task
+        (:class:`~attnmtl.models.base.FeatureSplit`); only gradient-based strategies do."""
+        return False
 
     def after_step(self, recompute: Callable[[], Mapping[str, Tensor]]) -> None:
         """Hook run after the optimizer step.

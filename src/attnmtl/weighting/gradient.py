@@ -1,0 +1,348 @@
+"""Gradient-based balancing: per-task gradients, one small K×K problem, one update.
+
+Axes: K tasks present in the batch, N entries of a task's gradient (all shared parameters in
+``parameters`` mode, the shared representation of the batch in ``features`` mode).
+
+Every gradient method here is a function of the Gram matrix ``GGᵀ`` (K, K) of the per-task
+gradients ``G`` (K, N) (and, for some, of the losses): it returns coefficients ``c`` (K,) and the
+shared update is ``d = cᵀG`` — PCGrad's and GradVac's projections, CAGrad's and Aligned-MTL's
+directions all stay in the span of the task gradients, so they too are a ``c``. This split is what
+makes them fast and identical in both modes:
+
+- the per-task gradients come from batched backward passes (:func:`task_gradients`), never one
+  full backward pass per task;
+- each method solves its K×K problem in torch, on the device, in float64;
+- the update is formed from the gradients already computed (``cᵀG``), with no further backward
+  pass through the encoder (``features`` mode finishes the one backward pass it needs:
+  ``root.backward(cᵀG)``).
+
+How the per-task gradients are taken (``engine="batched"``, the default):
+
+1. The model cuts its shared representation per task (:class:`~attnmtl.models.base.FeatureSplit`),
+   so one backward pass of ``Σ_k L_k`` through the task branches gives every task's gradient at
+   the representation, and every task-specific parameter's gradient.
+2. ``features`` mode: those gradients are ``G``. ``parameters`` mode: one vmapped backward pass
+   through the encoder (``torch.autograd.grad(..., is_grads_batched=True)``) maps the K
+   cotangents to the K gradients of the shared parameters; where an operation has no batching
+   rule, a loop of K backward passes through the encoder alone takes over (with a warning, once).
+
+Models without a split (cross-stitch, MTAN, MMoE have no single shared representation) run in
+``parameters`` mode with the K backward passes vmapped from the losses. ``engine="loop"`` is the
+naive reference the benchmark compares against: one full backward pass per task from the losses,
+as LibMTL does.
+
+Task-specific parameters receive their own task's gradient unweighted (``task_gradients="raw"``,
+as in MGDA, PCGrad, CAGrad, IMTL, GradVac, UPGrad) or scaled by the task's coefficient
+(``"weighted"``, as in GradNorm and Nash-MTL, whose papers minimise ``Σ_k c_k L_k``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from attnmtl.weighting.base import StepContext, Weighting
+
+Mode = Literal["parameters", "features"]
+Engine = Literal["batched", "loop"]
+MODES: tuple[Mode, ...] = ("parameters", "features")
+ENGINES: tuple[Engine, ...] = ("batched", "loop")
+
+
+@dataclass
+class TaskGradients:
+    """The per-task gradients of one step and where their combination goes.
+
+    Attributes:
+        blocks: gradient blocks, each (K, n_i); their concatenation along dim 1 is ``G``.
+        targets: what each block's combined row is written to: shared parameters
+            (``parameters`` mode) or, with ``root`` set, the single block is the cotangent of
+            ``root`` (``features`` mode).
+        root: the shared representation to backpropagate the combined block into, or None.
+        task_grads: per present task, the gradients of its own parameters (raw, unweighted).
+        task_params: per present task, its parameters (aligned with ``task_grads``).
+        deferred: the task losses (K,) when the shared side is still to be differentiated
+            (a step reusing coefficients without a split): :meth:`apply` then takes the
+            gradient of ``Σ_k c_k L_k``, one backward pass.
+    """
+
+    blocks: list[Tensor]
+    targets: list[nn.Parameter]
+    root: Tensor | None
+    task_grads: list[list[Tensor | None]]
+    task_params: list[list[nn.Parameter]]
+    deferred: Tensor | None = None
+
+    def gram(self) -> Tensor:
+        """``GGᵀ`` (K, K), summed block by block (no concatenated copy of ``G``)."""
+        gram = self.blocks[0] @ self.blocks[0].T
+        for block in self.blocks[1:]:
+            gram = gram + block @ block.T
+        return gram
+
+    def apply(self, coefficients: Tensor, weighted: bool) -> None:
+        """Write ``cᵀG`` to the shared side and each task's gradient to its own parameters."""
+        if self.deferred is not None:
+            c = coefficients.to(self.deferred.dtype)
+            combined = (c * self.deferred).sum()
+            shared_grads = torch.autograd.grad(combined, self.targets, allow_unused=True)
+            for param, sgrad in zip(self.targets, shared_grads, strict=True):
+                if sgrad is not None:
+                    accumulate(param, sgrad)
+        elif self.root is not None:
+            c = coefficients.to(self.blocks[0].dtype)
+            if self.root.requires_grad:
+                self.root.backward((c @ self.blocks[0]).view_as(self.root))
+        else:
+            c = coefficients.to(self.blocks[0].dtype)
+            for param, block in zip(self.targets, self.blocks, strict=True):
+                accumulate(param, (c @ block).view_as(param))
+        for k, (params, own) in enumerate(zip(self.task_params, self.task_grads, strict=True)):
+            for param, grad in zip(params, own, strict=True):
+                if grad is not None:
+                    accumulate(param, grad * c[k] if weighted else grad)
+
+
+def accumulate(param: nn.Parameter, grad: Tensor) -> None:
+    """Add ``grad`` to ``param.grad`` (setting it when there is none), as backward does."""
+    if param.grad is None:
+        param.grad = grad.detach()
+    else:
+        param.grad.add_(grad.detach())
+
+
+_warned_fallback: set[str] = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    """One warning per distinct ``key`` in a process."""
+    if key not in _warned_fallback:
+        _warned_fallback.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def vjp_rows(
+    output: Tensor, inputs: Sequence[Tensor], cotangents: Tensor, retain_graph: bool
+) -> list[Tensor]:
+    """Per row ``k`` of ``cotangents`` (K, *output.shape), the vector-Jacobian product with
+    ``inputs``: one vmapped backward pass, or a loop where an operation has no batching rule.
+
+    Returns one tensor (K, *input.shape) per input (zeros for inputs ``output`` does not reach).
+    """
+    k = cotangents.shape[0]
+    if k > 1:
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*performance drop.*")
+                rows = torch.autograd.grad(
+                    output,
+                    inputs,
+                    cotangents,
+                    retain_graph=retain_graph,
+                    allow_unused=True,
+                    is_grads_batched=True,
+                )
+            return [or_zeros(r, x, k) for x, r in zip(inputs, rows, strict=True)]
+        except RuntimeError as error:  # an operation without a batching rule
+            warn_once(
+                "vmap",
+                "per-task gradients: the vmapped backward pass failed "
+                f"({str(error).splitlines()[0]}); using one backward pass per task",
+            )
+    per_task = [
+        torch.autograd.grad(
+            output,
+            inputs,
+            cotangents[i],
+            retain_graph=retain_graph or i < k - 1,
+            allow_unused=True,
+        )
+        for i in range(k)
+    ]
+    return [torch.stack([or_zeros(p[j], x) for p in per_task]) for j, x in enumerate(inputs)]
+
+
+def loop_rows(losses: Tensor, inputs: Sequence[Tensor]) -> list[Tensor]:
+    """The naive reference: one full backward pass per task loss (graph retained)."""
+    per_task = [
+        torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True) for loss in losses
+    ]
+    return [torch.stack([or_zeros(p[j], x) for p in per_task]) for j, x in enumerate(inputs)]
+
+
+def task_gradients(
+    losses: Tensor,
+    tasks: Sequence[str],
+    ctx: StepContext,
+    mode: Mode,
+    engine: Engine = "batched",
+    need_shared: bool = True,
+) -> TaskGradients:
+    """The per-task gradients of ``losses`` (K,) (already scaled for AMP) for ``tasks``.
+
+    ``need_shared=False`` is for steps that reuse earlier coefficients: it skips the per-task
+    gradients of the shared parameters, and the returned object applies ``cᵀG`` with the
+    single backward pass it then needs (through ``root``, or of ``Σ_k c_k L_k``).
+    """
+    task_params = [list(ctx.task_parameters.get(t, ())) for t in tasks]
+    flat_task = [p for params in task_params for p in params]
+    shared = list(ctx.shared_parameters)
+    split = ctx.split
+    if split is not None and split.root is not None:
+        if engine != "batched":
+            raise ValueError(
+                f"engine={engine!r} takes the gradients from the losses; "
+                "run the forward pass without split_features"
+            )
+        leaves = [split.leaves[t] for t in tasks]
+        live = [x for x in leaves if x.requires_grad]
+        wanted = live + flat_task
+        grads = torch.autograd.grad(losses.sum(), wanted, allow_unused=True) if wanted else ()
+        at_leaf: dict[int, Tensor | None] = dict(
+            zip(map(id, live), grads[: len(live)], strict=True)
+        )
+        cotangents = torch.stack([or_zeros(at_leaf.get(id(x)), x) for x in leaves])
+        task_grads = unflatten(list(grads[len(live) :]), task_params)
+        root = split.root
+        if mode == "features" or not need_shared or not root.requires_grad:
+            return TaskGradients([cotangents.flatten(1)], [], root, task_grads, task_params)
+        blocks = vjp_rows(root, shared, cotangents, retain_graph=False)
+        return TaskGradients([b.flatten(1) for b in blocks], shared, None, task_grads, task_params)
+    if mode == "features":
+        raise ValueError(
+            "the features gradient mode needs the model's shared representation cut per task "
+            "(a model with splits_features, run by the trainer); use mode=parameters"
+        )
+    if not need_shared:
+        blocks, deferred = [], losses
+    elif engine == "loop":
+        blocks, deferred = loop_rows(losses, shared), None
+    else:
+        eye = torch.eye(len(tasks), dtype=losses.dtype, device=losses.device)
+        blocks, deferred = vjp_rows(losses, shared, eye, retain_graph=True), None
+    task_grads = unflatten(
+        list(
+            torch.autograd.grad(
+                losses.sum(), flat_task, allow_unused=True, retain_graph=deferred is not None
+            )
+        )
+        if flat_task
+        else [],
+        task_params,
+    )
+    return TaskGradients(
+        [b.flatten(1) for b in blocks], shared, None, task_grads, task_params, deferred
+    )
+
+
+def or_zeros(grad: Tensor | None, like: Tensor, rows: int | None = None) -> Tensor:
+    """``grad``, or zeros shaped like ``like`` (with ``rows`` in front) where autograd found no
+    path (None)."""
+    if grad is not None:
+        return grad
+    if rows is None:
+        return torch.zeros_like(like)
+    return torch.zeros((rows, *like.shape), dtype=like.dtype, device=like.device)
+
+
+def unflatten(
+    grads: list[Tensor | None], groups: Sequence[Sequence[nn.Parameter]]
+) -> list[list[Tensor | None]]:
+    """Split a flat list of gradients back into the per-task parameter groups."""
+    out, start = [], 0
+    for group in groups:
+        out.append(grads[start : start + len(group)])
+        start += len(group)
+    return out
+
+
+class GradientWeighting(Weighting):
+    """Base of the gradient-based strategies: subclasses implement :meth:`combine`.
+
+    Args:
+        tasks: names of all tasks, in order.
+        mode: ``parameters`` (per-task gradients of every shared parameter) or ``features``
+            (per-task gradients at the shared representation, as MGDA-UB; needs a model that
+            cuts it per task, such as ``attention_mtl`` or ``hard_sharing``).
+        update_every: solve for new coefficients every this many steps and reuse the last ones
+            in between (Nash-MTL's amortisation, Navon et al. 2022 §5.3); 1 (off) by default.
+            A step that reuses them costs about one equal-weighting step.
+        engine: ``batched`` (vmapped per-task gradients; the default) or ``loop`` (one full
+            backward pass per task, the naive reference the benchmark compares against).
+    """
+
+    task_gradients: ClassVar[Literal["raw", "weighted"]] = "raw"
+    coefficients: Tensor
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        mode: Mode = "parameters",
+        update_every: int = 1,
+        engine: Engine = "batched",
+    ) -> None:
+        super().__init__(tasks)
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; expected one of: {', '.join(MODES)}")
+        if engine not in ENGINES:
+            raise ValueError(f"engine={engine!r}; expected one of: {', '.join(ENGINES)}")
+        if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
+            raise ValueError(f"update_every={update_every!r}; expected an integer >= 1")
+        self.mode: Mode = mode
+        self.needs = mode
+        self.update_every = update_every
+        self.engine: Engine = engine
+        self.register_buffer("coefficients", torch.ones(len(self.tasks)))
+
+    def wants_split(self) -> bool:
+        """The batched engine takes per-task gradients at the representation's cut."""
+        return self.engine == "batched"
+
+    @abstractmethod
+    def combine(self, gram: Tensor, losses: Tensor, index: list[int]) -> Tensor:
+        """Coefficients ``c`` (K,) of the update ``d = cᵀG`` from the Gram matrix.
+
+        Args:
+            gram: ``GGᵀ`` (K, K), float64, of the present tasks' gradients (unscaled by AMP).
+            losses: the present tasks' losses (K,), detached.
+            index: the present tasks' positions in :attr:`tasks` (for per-task state).
+        """
+
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
+        """Per-task gradients, :meth:`combine`, and the combined update, in one go."""
+        order = sorted(losses, key=self.index)
+        if not order:
+            raise ValueError("losses is empty; expected the loss of at least one task")
+        index = [self.index(t) for t in order]
+        stacked = torch.stack([losses[t] for t in order])
+        scaled = ctx.scale(stacked)
+        solve = ctx.step % self.update_every == 0
+        grads = task_gradients(scaled, order, ctx, self.mode, self.engine, need_shared=solve)
+        if solve:
+            gram = grads.gram().double()
+            factor = ctx.scale(torch.ones((), dtype=stacked.dtype, device=stacked.device))
+            gram = gram / factor.double() ** 2
+            if bool(torch.isfinite(gram).all()):
+                c = self.combine(gram, stacked.detach().double(), index).to(stacked.dtype)
+            else:  # overflow under AMP: GradScaler skips this step; keep the solver out of it
+                c = torch.ones(len(order), dtype=stacked.dtype, device=stacked.device)
+            self.coefficients[index] = c.detach().to(self.coefficients.dtype)
+        else:
+            c = self.coefficients[index].to(stacked.dtype)
+        grads.apply(c, weighted=self.task_gradients == "weighted")
+        return {t: c[k].detach() for k, t in enumerate(order)}
+
+
+def check_positive(name: str, value: float, allow_zero: bool = False) -> None:
+    """ValueError naming ``name`` unless ``value`` is finite and > 0 (or >= 0)."""
+    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if isinstance(value, bool) or not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}={value!r}; expected a finite number {bound}")
