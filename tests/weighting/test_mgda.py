@@ -105,7 +105,7 @@ def test_duplicate_gradients_share_the_weight():
 
 def test_l2_normalisation_weights_the_unit_gradients():
     # unit gradients (1,0) and (0,1) have min-norm weights 1/2 each: c = (1/2)/‖g‖
-    G, M = gram_of([[4.0, 0.0], [0.0, 1.0]])
+    _, M = gram_of([[4.0, 0.0], [0.0, 1.0]])
     losses = torch.ones(2, dtype=torch.float64)
     c = MGDA(["a", "b"], normalization="l2").combine(M, losses, [0, 1])
     torch.testing.assert_close(c, torch.tensor([0.125, 0.5], dtype=torch.float64))
