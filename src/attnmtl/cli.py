@@ -198,6 +198,46 @@ def bench_trainer(
         _write_json(json_path, results)
 
 
+@bench_app.command("weighting")
+def bench_weighting(
+    tasks: Annotated[str, typer.Option(help="Task counts T, comma-separated.")] = "2,4,8",
+    methods: Annotated[
+        str | None, typer.Option(help="Gradient methods, comma-separated (default: all).")
+    ] = None,
+    modes: Annotated[
+        str, typer.Option(help="Gradient modes: parameters, features.")
+    ] = "parameters,features",
+    rounds: Annotated[int, typer.Option(min=1, help="Timed rounds (median reported).")] = 7,
+    steps: Annotated[int, typer.Option(min=1, help="Steps per variant per round.")] = 3,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 256,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads.")] = 2,
+    naive: Annotated[
+        bool, typer.Option(help="Also time the naive engine (one backward pass per task).")
+    ] = True,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write results here.")
+    ] = None,
+) -> None:
+    """ms per training step of every gradient method and mode, and its ratio to equal
+    weighting, on the reference MLP (64→256→256, T heads, batch 256, Adam)."""
+    from attnmtl.bench.weighting import render, run
+
+    results = run(
+        task_counts=_int_list(tasks, "--tasks"),
+        methods=None if methods is None else [m.strip() for m in methods.split(",") if m.strip()],
+        modes=[m.strip() for m in modes.split(",") if m.strip()],
+        batch_size=batch_size,
+        rounds=rounds,
+        steps=steps,
+        naive=naive,
+        threads=threads,
+        log=err_console.log,
+    )
+    console.print(render(results))
+    if json_path is not None:
+        _write_json(json_path, results)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point.
 

@@ -171,10 +171,34 @@ def test_features_mode_gram_is_taken_at_the_representation(model_name):
         assert torch.count_nonzero(got[name]) > 0
 
 
+@pytest.mark.parametrize("engine", ["batched", "loop"])
+def test_features_mode_from_the_losses_matches_the_cut(engine):
+    """Without the cut (the naive path), the same Gram and the same update."""
+    model = make_model("attention_mtl")
+    c = [1.0, 0.5, 2.0]
+    cut = Fixed(list(model.tasks), c, mode="features")
+    want, _ = step(model, cut)
+    plain = Fixed(list(model.tasks), c, mode="features", engine=engine)
+    model.zero_grad(set_to_none=True)
+    x, labels = batch(model)
+    out = model(x)
+    losses = {t: model.tasks[t].compute_loss(out.preds[t], labels[t]) for t in "abc"}
+    ctx = StepContext(
+        model.shared_parameters(),
+        out.features,
+        0,
+        0,
+        task_parameters={t: model.task_parameters(t) for t in "abc"},
+    )
+    plain.backward(losses, ctx)
+    torch.testing.assert_close(plain.grams[0], cut.grams[0], rtol=1e-5, atol=1e-9)
+    assert_grads_equal({n: p.grad for n, p in model.named_parameters()}, want)
+
+
 def test_features_mode_without_a_cut_is_a_clear_error():
     model = make_model("cross_stitch", encoder="rnn")
     weighting = Fixed(list(model.tasks), [1.0, 1.0, 1.0], mode="features")
-    with pytest.raises(ValueError, match="features gradient mode needs"):
+    with pytest.raises(ValueError, match="features gradient mode needs the model's shared"):
         step(model, weighting)
 
 
