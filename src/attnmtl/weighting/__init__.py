@@ -4,11 +4,15 @@ Build by name: ``create_weighting("dwa", tasks=["digit", "shift"], temperature=2
 Importing this package registers every strategy below.
 """
 
+from attnmtl.weighting.aligned_mtl import AlignedMTL
 from attnmtl.weighting.base import StepContext, Weighting
 from attnmtl.weighting.dwa import DynamicWeightAverage
 from attnmtl.weighting.equal import EqualWeighting
 from attnmtl.weighting.famo import FAMO
+from attnmtl.weighting.gradient import GradientWeighting
+from attnmtl.weighting.gradnorm import GradNorm
 from attnmtl.weighting.mgda import MGDA, MGDAUB
+from attnmtl.weighting.nash_mtl import NashMTL
 from attnmtl.weighting.registry import (
     WEIGHTINGS,
     create_weighting,
@@ -23,8 +27,12 @@ __all__ = [
     "MGDA",
     "MGDAUB",
     "WEIGHTINGS",
+    "AlignedMTL",
     "DynamicWeightAverage",
     "EqualWeighting",
+    "GradNorm",
+    "GradientWeighting",
+    "NashMTL",
     "RandomLossWeighting",
     "StepContext",
     "UncertaintyWeighting",

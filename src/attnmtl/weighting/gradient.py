@@ -216,24 +216,24 @@ def task_gradients(
         blocks = vjp_rows(root, shared, cotangents, retain_graph=False)
         return TaskGradients([b.flatten(1) for b in blocks], shared, None, task_grads, task_params)
     if mode == "features":
-        root = ctx.features
-        if root is None or not root.requires_grad:
+        features = ctx.features
+        if features is None or not features.requires_grad:
             raise ValueError(
                 "the features gradient mode needs the model's shared representation (a model "
                 "with splits_features, such as attention_mtl or hard_sharing); use mode=parameters"
             )
         if engine == "loop":  # naive: one backward pass per task through its branch
-            rows = loop_rows(losses, [root])[0]
+            rows = loop_rows(losses, [features])[0]
         else:
             eye = torch.eye(len(tasks), dtype=losses.dtype, device=losses.device)
-            rows = vjp_rows(losses, [root], eye, retain_graph=True)[0]
+            rows = vjp_rows(losses, [features], eye, retain_graph=True)[0]
         task_grads = unflatten(
             list(torch.autograd.grad(losses.sum(), flat_task, allow_unused=True, retain_graph=True))
             if flat_task
             else [],
             task_params,
         )
-        return TaskGradients([rows.flatten(1)], [], root, task_grads, task_params)
+        return TaskGradients([rows.flatten(1)], [], features, task_grads, task_params)
     if not need_shared:
         blocks, deferred = [], losses
     elif engine == "loop":
