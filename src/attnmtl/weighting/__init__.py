@@ -11,8 +11,11 @@ from attnmtl.weighting.equal import EqualWeighting
 from attnmtl.weighting.famo import FAMO
 from attnmtl.weighting.gradient import GradientWeighting
 from attnmtl.weighting.gradnorm import GradNorm
+from attnmtl.weighting.gradvac import GradVac
+from attnmtl.weighting.imtl import IMTL
 from attnmtl.weighting.mgda import MGDA, MGDAUB
 from attnmtl.weighting.nash_mtl import NashMTL
+from attnmtl.weighting.pcgrad import PCGrad
 from attnmtl.weighting.registry import (
     WEIGHTINGS,
     create_weighting,
@@ -24,6 +27,7 @@ from attnmtl.weighting.uncertainty import UncertaintyWeighting
 
 __all__ = [
     "FAMO",
+    "IMTL",
     "MGDA",
     "MGDAUB",
     "WEIGHTINGS",
@@ -31,8 +35,10 @@ __all__ = [
     "DynamicWeightAverage",
     "EqualWeighting",
     "GradNorm",
+    "GradVac",
     "GradientWeighting",
     "NashMTL",
+    "PCGrad",
     "RandomLossWeighting",
     "StepContext",
     "UncertaintyWeighting",
