@@ -6,6 +6,7 @@ Importing this package registers every strategy below.
 
 from attnmtl.weighting.aligned_mtl import AlignedMTL
 from attnmtl.weighting.base import StepContext, Weighting
+from attnmtl.weighting.cagrad import CAGrad
 from attnmtl.weighting.dwa import DynamicWeightAverage
 from attnmtl.weighting.equal import EqualWeighting
 from attnmtl.weighting.famo import FAMO
@@ -24,6 +25,7 @@ from attnmtl.weighting.registry import (
 )
 from attnmtl.weighting.rlw import RandomLossWeighting
 from attnmtl.weighting.uncertainty import UncertaintyWeighting
+from attnmtl.weighting.upgrad import UPGrad
 
 __all__ = [
     "FAMO",
@@ -32,6 +34,7 @@ __all__ = [
     "MGDAUB",
     "WEIGHTINGS",
     "AlignedMTL",
+    "CAGrad",
     "DynamicWeightAverage",
     "EqualWeighting",
     "GradNorm",
@@ -41,6 +44,7 @@ __all__ = [
     "PCGrad",
     "RandomLossWeighting",
     "StepContext",
+    "UPGrad",
     "UncertaintyWeighting",
     "Weighting",
     "create_weighting",
