@@ -18,7 +18,7 @@ import contextlib
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -66,12 +66,21 @@ def gradient_methods() -> list[str]:
 
 @dataclass
 class Variant:
-    """One strategy × mode × engine, with its own copy of the model and optimizer."""
+    """One strategy × mode × engine, with its own copy of the model and optimizer.
+
+    The shared and per-task parameter lists are taken once, as the trainer does.
+    """
 
     key: str
     model: ReferenceMTL
     weighting: Weighting
     optimizer: torch.optim.Optimizer
+    shared: list[nn.Parameter] = field(default_factory=list)
+    owned: dict[str, list[nn.Parameter]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.shared = self.model.shared_parameters()
+        self.owned = {t: self.model.task_parameters(t) for t in self.model.tasks}
 
     def step(self, x: Tensor, labels: Tensor, tasks: Sequence[str], index: int) -> None:
         """One whole training step."""
@@ -84,12 +93,7 @@ class Variant:
             t: nn.functional.cross_entropy(out.preds[t], labels[k]) for k, t in enumerate(tasks)
         }
         ctx = StepContext(
-            model.shared_parameters(),
-            out.features,
-            index,
-            0,
-            task_parameters={t: model.task_parameters(t) for t in tasks},
-            split=split,
+            self.shared, out.features, index, 0, task_parameters=self.owned, split=split
         )
         weighting.backward(losses, ctx)
         self.optimizer.step()
