@@ -106,3 +106,16 @@ def test_saving_after_an_interrupted_swap_keeps_the_surviving_copy_until_replace
     _save(tmp_path / "last", 2.0)
     assert torch.equal(load_checkpoint(tmp_path / "last").model["w"], torch.full((2, 2), 2.0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+
+
+def test_json_files_for_other_tools_are_strict_json(tmp_path):
+    import json
+
+    from attnmtl.engine.checkpoint import write_json_atomic
+
+    write_json_atomic(tmp_path / "s.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": 2})
+    text = (tmp_path / "s.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.0, None], "c": 2}
+    write_json_atomic(tmp_path / "state.json", {"best": float("inf")}, strict=False)
+    assert json.loads((tmp_path / "state.json").read_text())["best"] == float("inf")

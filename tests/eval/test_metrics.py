@@ -1,9 +1,13 @@
-"""Per-task metrics: hand-computed values, logits read as logits, unlabelled rows ignored."""
+"""Per-task metrics: hand-computed values, logits read as logits, unlabelled rows ignored,
+undefined values NaN without warnings."""
+
+import math
+import warnings
 
 import pytest
 import torch
 
-from attnmtl.eval.metrics import TaskEvaluator
+from attnmtl.eval.metrics import HIGHER_IS_BETTER, TaskEvaluator, metric_names
 from attnmtl.models import MultiTaskOutput
 from attnmtl.tasks import Task
 
@@ -45,3 +49,108 @@ def test_regression_mae_and_rmse_by_hand():
     assert result["mae"] == pytest.approx(1.5)
     assert result["rmse"] == pytest.approx((2.5) ** 0.5)
     assert result["loss"] == pytest.approx(2.5)
+
+
+# ------------------------------------------------------------------ AUROC, R², directions
+
+ALL = torch.ones(4, dtype=torch.bool)
+
+
+def test_binary_auroc_is_the_fraction_of_correctly_ordered_pairs():
+    # positives 0.35, 0.8 against negatives 0.1, 0.4: (0.35 > 0.1), (0.8 > 0.1), (0.8 > 0.4)
+    # are ordered, (0.35 < 0.4) is not: 3 of 4 pairs
+    pred = torch.tensor([[0.1], [0.4], [0.35], [0.8]])
+    labels = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    result = _compute(Task("b", "binary"), pred, labels, ALL)
+    assert result["auroc"] == pytest.approx(0.75)
+
+
+def test_auroc_keeps_the_order_of_confident_logits():
+    # float32 sigmoid rounds all four to 1.0 (a tie: AUROC 0.5); the order is perfect
+    pred = torch.tensor([[20.0], [25.0], [30.0], [40.0]])
+    labels = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    assert _compute(Task("b", "binary"), pred, labels, ALL)["auroc"] == pytest.approx(1.0)
+
+
+def test_multilabel_auroc_is_the_macro_mean_over_labels_with_both_classes():
+    # label 0: 0.75 (the pairs above); label 1: positives 3, 2 above negatives 1, 0: 1.0;
+    # label 2 is never positive: undefined, left out of the mean
+    pred = torch.tensor([[0.1, 3.0, 0.0], [0.4, 1.0, 1.0], [0.35, 2.0, 2.0], [0.8, 0.0, 3.0]])
+    labels = torch.tensor([[0.0, 1, 0], [0, 0, 0], [1, 1, 0], [1, 0, 0]])
+    result = _compute(Task("m", "multilabel", 3), pred, labels, ALL)
+    assert result["auroc"] == pytest.approx((0.75 + 1.0) / 2)
+
+
+def test_auroc_of_one_class_only_is_nan_without_warnings():
+    pred = torch.tensor([[0.1], [0.4], [0.35], [0.8]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        binary = _compute(Task("b", "binary"), pred, torch.ones(4), ALL)
+        multi = _compute(Task("m", "multilabel", 2), pred.repeat(1, 2), torch.zeros(4, 2), ALL)
+    assert math.isnan(binary["auroc"])
+    assert math.isnan(multi["auroc"])
+    assert binary["accuracy"] == pytest.approx(1.0)  # the other metrics are unaffected
+
+
+def test_r2_is_one_minus_residual_over_total_sum_of_squares():
+    # targets 1, 2, 3, 4 (mean 2.5): SS_tot = 2.25 + 0.25 + 0.25 + 2.25 = 5
+    # predictions 1.5, 2, 2.5, 4: SS_res = 0.25 + 0 + 0.25 + 0 = 0.5; R² = 1 - 0.5 / 5 = 0.9
+    pred = torch.tensor([[1.5], [2.0], [2.5], [4.0]])
+    labels = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert _compute(Task("r", "regression"), pred, labels, ALL)["r2"] == pytest.approx(0.9)
+    # a worse-than-the-mean predictor is negative: 1 - (1 + 4 + 1 + 4) / 5 = -1
+    bad = torch.tensor([[2.0], [0.0], [4.0], [2.0]])
+    assert _compute(Task("r", "regression"), bad, labels, ALL)["r2"] == pytest.approx(-1.0)
+
+
+def test_r2_of_several_outputs_is_their_mean_and_accumulates_over_batches():
+    # output 0 as above (0.9); output 1: targets 0, 0, 2, 2 (SS_tot 4), predictions 0, 1, 1, 2
+    # (SS_res 2): 0.5
+    task = Task("r", "regression", 2)
+    pred = torch.tensor([[1.5, 0.0], [2.0, 1.0], [2.5, 1.0], [4.0, 2.0]])
+    labels = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 2.0], [4.0, 2.0]])
+    evaluator = TaskEvaluator({"r": task})
+    for rows in (slice(0, 2), slice(2, 4)):  # two batches, one result
+        output = MultiTaskOutput({"r": pred[rows]}, {})
+        evaluator.update(output, {"r": labels[rows]}, {"r": ALL[rows]}, [2])
+    assert evaluator.compute()["r"]["r2"] == pytest.approx((0.9 + 0.5) / 2)
+
+
+def test_r2_below_two_samples_or_of_a_constant_target_is_nan_without_warnings():
+    task = Task("r", "regression")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        one = _compute(task, torch.tensor([[1.0]]), torch.tensor([2.0]), torch.tensor([True]))
+        constant = _compute(task, torch.tensor([[1.0], [3.0]]), torch.full((2,), 0.7), ALL[:2])
+    assert math.isnan(one["r2"])
+    assert one["mae"] == pytest.approx(1.0)
+    assert math.isnan(constant["r2"])
+
+
+@pytest.mark.parametrize(
+    ("task", "names"),
+    [
+        (Task("c", "multiclass", 3), {"accuracy", "f1", "loss"}),
+        (Task("b", "binary"), {"accuracy", "f1", "auroc", "loss"}),
+        (Task("m", "multilabel", 3), {"accuracy", "f1", "auroc", "loss"}),
+        (Task("r", "regression"), {"mae", "rmse", "r2", "loss"}),
+    ],
+)
+def test_every_reported_metric_is_named_and_has_a_direction(task, names):
+    assert set(metric_names(task)) == names
+    assert names <= set(HIGHER_IS_BETTER)
+    gen = torch.Generator().manual_seed(0)
+    pred = torch.randn(8, task.out_dim, generator=gen)
+    if task.kind == "multiclass":
+        labels = torch.arange(8) % task.size
+    elif task.kind == "regression":
+        labels = torch.randn(8, generator=gen)
+    else:
+        labels = (torch.arange(8 * task.size).reshape(8, task.size).squeeze(-1) % 2).float()
+    result = _compute(task, pred, labels, torch.ones(8, dtype=torch.bool))
+    assert set(result) == names
+
+
+def test_directions():
+    assert [m for m, up in HIGHER_IS_BETTER.items() if up] == ["accuracy", "f1", "auroc", "r2"]
+    assert [m for m, up in HIGHER_IS_BETTER.items() if not up] == ["mae", "rmse", "loss"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -49,13 +50,31 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file, fsync and rename."""
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no NaN or Infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, data: Any, strict: bool = True) -> None:
+    """Write JSON to ``path`` through a temporary file, fsync and rename.
+
+    ``strict`` writes standard JSON (NaN/Inf become null) for files other tools read;
+    checkpoints' own state keeps Python's ``Infinity``/``NaN`` tokens (read back exactly).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
+            if strict:
+                json.dump(json_safe(data), f, indent=2, allow_nan=False)
+            else:
+                json.dump(data, f, indent=2)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -158,7 +177,7 @@ def save_checkpoint(
             "aliases": aliases,
             "sha256": {n: sha256(tmp / n) for n in ("model.safetensors", "optimizer.safetensors")},
         }
-        write_json_atomic(tmp / "state.json", state)
+        write_json_atomic(tmp / "state.json", state, strict=False)
         old = folder.with_name(f".{folder.name}.old")
         if not folder.exists() and old.exists():  # an earlier swap was cut between its renames:
             os.replace(old, folder)  # the surviving copy goes back first, never deleted

@@ -1,10 +1,30 @@
 """Per-task metrics over the labelled samples of a data set, with torchmetrics.
 
-Axes: B batch, C classes / outputs.
+Axes: B batch, N labelled samples of a task, C classes / labels / outputs.
 
-Every task reports ``loss`` (its mean loss, lower is better) and its primary metric —
-``accuracy`` for classification tasks, ``mae`` for regression — plus macro-F1 for classification
-and RMSE for regression. Only samples labelled for a task enter its metrics.
+Each task kind reports (see :func:`metric_names`):
+
+==============  ============================================  ===================
+kind            metrics                                       primary
+==============  ============================================  ===================
+``multiclass``  ``accuracy`` (micro), ``f1`` (macro)          ``accuracy``
+``binary``      ``accuracy``, ``f1``, ``auroc``               ``accuracy``
+``multilabel``  ``accuracy`` (micro), ``f1`` (macro),         ``accuracy``
+                ``auroc`` (macro over labels)
+``regression``  ``mae``, ``rmse``, ``r2`` (averaged over      ``mae``
+                outputs)
+==============  ============================================  ===================
+
+plus ``loss`` (the task's mean loss) for every task. :data:`HIGHER_IS_BETTER` gives each
+metric's direction. Only samples labelled for a task enter its metrics. Classification models
+output logits; the metrics read ``sigmoid(logit)`` for binary and multilabel tasks (AUROC in
+float64, so that confident logits up to ~36 keep their order instead of all rounding to 1.0).
+
+Undefined values are NaN, without a warning (torchmetrics would warn and return 0 or raise):
+
+* ``auroc`` of a binary task whose labelled samples are all of one class; a multilabel task's
+  macro AUROC averages the labels that have both classes, and is NaN when none has.
+* ``r2`` with fewer than 2 samples, or with a constant target (SS_tot = 0) in any output.
 """
 
 from __future__ import annotations
@@ -14,19 +34,80 @@ from collections.abc import Mapping
 import torch
 import torchmetrics
 from torch import Tensor, nn
+from torchmetrics.functional.classification import binary_auroc
+from torchmetrics.utilities import dim_zero_cat
 
 from attnmtl.data.dataset import MultiTaskDataset
 from attnmtl.models.output import MultiTaskOutput
 from attnmtl.tasks import Task
 
-HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "mae": False, "rmse": False, "loss": False}
+HIGHER_IS_BETTER = {
+    "accuracy": True,
+    "f1": True,
+    "auroc": True,
+    "mae": False,
+    "rmse": False,
+    "r2": True,
+    "loss": False,
+}
+NAN = float("nan")
 
 
 def metric_names(task: Task) -> tuple[str, ...]:
-    """The metrics reported for ``task``."""
+    """The metrics reported for ``task`` (see the module docstring)."""
     if task.kind == "regression":
-        return ("mae", "rmse", "loss")
-    return ("accuracy", "f1", "loss")
+        return ("mae", "rmse", "r2", "loss")
+    if task.kind == "multiclass":
+        return ("accuracy", "f1", "loss")
+    return ("accuracy", "f1", "auroc", "loss")
+
+
+def _both_classes(target: Tensor) -> Tensor:
+    """(C,) or () True where ``target`` (N,) or (N, C) holds both 0 and 1."""
+    return (target.amax(0) > 0) & (target.amin(0) < 1)
+
+
+class BinaryAUROC(torchmetrics.classification.BinaryAUROC):
+    """Exact binary AUROC; NaN (no warning) when the samples are all of one class."""
+
+    def compute(self) -> Tensor:  # type: ignore[override]
+        target = dim_zero_cat(self.target)
+        if target.numel() == 0 or not bool(_both_classes(target)):
+            return torch.tensor(NAN, device=target.device)
+        return super().compute()
+
+
+class MultilabelAUROC(torchmetrics.classification.MultilabelAUROC):
+    """Exact macro AUROC over the labels that have both classes; NaN when none has."""
+
+    def compute(self) -> Tensor:  # type: ignore[override]
+        preds, target = dim_zero_cat(self.preds), dim_zero_cat(self.target)
+        scores = [
+            binary_auroc(preds[:, j], target[:, j], validate_args=False)
+            for j in range(target.shape[1])
+            if target.numel() and bool(_both_classes(target[:, j]))
+        ]
+        if not scores:
+            return torch.tensor(NAN, device=target.device)
+        return torch.stack(scores).mean()
+
+
+class R2Score(torchmetrics.R2Score):
+    """R² = 1 − SS_res / SS_tot, averaged over outputs; NaN below 2 samples or at SS_tot = 0.
+
+    (torchmetrics raises below 2 samples and returns 0 or 1 for a constant target.) Update it
+    with float64 values: SS_tot comes from Σy² − (Σy)²/N, which cancels badly in float32.
+    """
+
+    def compute(self) -> Tensor:
+        total = int(self.total)
+        if total < 2:
+            return torch.tensor(NAN, device=self.residual.device)
+        # the states are Σy (sum_error), Σy² (sum_squared_error) and SS_res (residual)
+        tss = self.sum_squared_error - self.sum_error**2 / total
+        if bool((tss <= 1e-12 * self.sum_squared_error).any()):  # a constant target
+            return torch.tensor(NAN, device=self.residual.device)
+        return (1 - self.residual / tss).mean()
 
 
 def task_metrics(task: Task) -> torchmetrics.MetricCollection:
@@ -41,16 +122,19 @@ def task_metrics(task: Task) -> torchmetrics.MetricCollection:
         metrics = {
             "accuracy": torchmetrics.classification.BinaryAccuracy(),
             "f1": torchmetrics.classification.BinaryF1Score(),
+            "auroc": BinaryAUROC(),
         }
     elif task.kind == "multilabel":
         metrics = {
             "accuracy": torchmetrics.classification.MultilabelAccuracy(task.size, average="micro"),
             "f1": torchmetrics.classification.MultilabelF1Score(task.size, average="macro"),
+            "auroc": MultilabelAUROC(task.size),
         }
     else:
         metrics = {
             "mae": torchmetrics.MeanAbsoluteError(),
             "rmse": torchmetrics.MeanSquaredError(squared=False),
+            "r2": R2Score(),
         }
     metrics["loss"] = torchmetrics.MeanMetric()
     return torchmetrics.MetricCollection(metrics)
@@ -85,11 +169,15 @@ class TaskEvaluator(nn.Module):
                     metric.update(loss, weight=count)
                 elif task.kind == "regression":
                     value = pred.squeeze(-1) if task.size == 1 else pred
+                    if metric_name == "r2":
+                        value = value.double()
                     metric.update(value, target.to(value.dtype))
-                elif task.kind == "binary":  # probabilities: torchmetrics would read logits
-                    metric.update(pred.squeeze(-1).sigmoid(), target.long())  # in [0, 1] as such
-                elif task.kind == "multilabel":
-                    metric.update(pred.sigmoid(), target.long())
+                elif task.kind in ("binary", "multilabel"):
+                    # probabilities: torchmetrics would read logits in [0, 1] as probabilities
+                    logits = pred.squeeze(-1) if task.kind == "binary" else pred
+                    if metric_name == "auroc":
+                        logits = logits.double()  # float32 sigmoid rounds to 1.0 from ~17
+                    metric.update(logits.sigmoid(), target.long())
                 else:
                     metric.update(pred, target.long())
 
