@@ -128,6 +128,20 @@ def eval_run(
         _write_json(json_path, {"tasks": results})
 
 
+@app.command("report")
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by attnmtl train.")],
+    examples: Annotated[
+        int, typer.Option(min=1, help="Test inputs whose attention is drawn, per task.")
+    ] = 4,
+) -> None:
+    """Write RUN_DIR/report.html: config, metrics, curves, task weights, attention maps."""
+    from attnmtl.report import build_report
+
+    path = build_report(run_dir, examples=examples)
+    console.print(f"report: {path}", soft_wrap=True)
+
+
 def _int_list(text: str, option: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(","))
@@ -231,6 +245,43 @@ def bench_weighting(
         steps=steps,
         naive=naive,
         threads=threads,
+        log=err_console.log,
+    )
+    console.print(render(results))
+    if json_path is not None:
+        _write_json(json_path, results)
+
+
+@bench_app.command("mtl")
+def bench_mtl(
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Config overrides, e.g. train.epochs=5.")
+    ] = None,
+    config: Annotated[str, typer.Option("-c", "--config", help="Config to train.")] = "default",
+    weightings: Annotated[
+        str, typer.Option(help="Weightings of the multi-task model, comma-separated.")
+    ] = "equal,uncertainty,dwa",
+    seeds: Annotated[int, typer.Option(min=1, help="Training seeds (train.seed + 0, 1, ...).")] = 3,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Keep the runs, bench.json and the report here (default: not kept)."),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write results here.")
+    ] = None,
+) -> None:
+    """Δm of each weighting against single-task baselines with the same budget (mean ± std
+    over seeds; every model selected on validation data, scored on test data)."""
+    from attnmtl.bench.mtl import render, run
+
+    if json_path is not None and not json_path.parent.is_dir():  # fail before hours of training
+        raise ValueError(f"--json {json_path}: the folder {json_path.parent} does not exist")
+    results = run(
+        config,
+        list(overrides or []),
+        weightings.split(","),
+        seeds,
+        out,
         log=err_console.log,
     )
     console.print(render(results))

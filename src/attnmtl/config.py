@@ -120,6 +120,7 @@ class TrainConfig(Section):
     test_on: Literal["best", "last"] = "best"
     tensorboard: bool = True
     progress: bool = True
+    report: bool = True
 
 
 class RunConfig(Section):

@@ -65,7 +65,34 @@ def train_run(
         trainer.run_dir = run_dir
         console.log(f"run directory: {run_dir}")
     summary = trainer.fit()
+    if run_dir is not None:
+        summary = complete_run(run_dir, trainer, summary, console)
     return run_dir, summary
+
+
+def complete_run(
+    run_dir: Path, trainer: Trainer, summary: dict[str, Any], console: Console
+) -> dict[str, Any]:
+    """After training (``train.report``): efficiency and, for built-in data, generalization to
+    the data set's shift presets go into summary.json, then report.html is written."""
+    if not trainer.config.train.report:
+        return summary
+    from attnmtl.engine.checkpoint import write_json_atomic
+    from attnmtl.eval.efficiency import measure_efficiency
+    from attnmtl.eval.generalization import PRESETS, generalization
+    from attnmtl.report import build_report
+
+    efficiency = measure_efficiency(trainer.model, trainer.splits.test, trainer.device)
+    summary["efficiency"] = {
+        "train_samples_per_s": summary.get("train_samples_per_s"),
+        **efficiency,
+    }
+    if trainer.config.data.name in PRESETS:
+        summary["generalization"] = generalization(run_dir)
+    write_json_atomic(run_dir / "summary.json", summary)
+    path = build_report(run_dir)
+    console.log(f"report: {path}")
+    return summary
 
 
 def resume_run(
@@ -96,7 +123,7 @@ def resume_run(
     console.log(
         f"resuming {run_dir} at epoch {trainer.position.epoch + 1}, batch {trainer.position.batch}"
     )
-    return run_dir, trainer.fit()
+    return run_dir, complete_run(run_dir, trainer, trainer.fit(), console)
 
 
 def check_resumable(saved: RunConfig, config: RunConfig, meta: Mapping[str, Any]) -> None:

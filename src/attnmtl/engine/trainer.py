@@ -45,6 +45,11 @@ from attnmtl.engine.setup import (
 from attnmtl.eval.metrics import HIGHER_IS_BETTER, evaluate, metric_names
 from attnmtl.weighting import StepContext
 
+# TensorBoard attention heatmaps: drawing them costs about a second, so every this many epochs
+# (and at the last one), on this many validation samples.
+ATTENTION_IMAGES_EVERY = 5
+ATTENTION_EXAMPLES = 2
+
 
 @dataclass
 class Position:
@@ -236,6 +241,18 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def log_attention(self, writer: Any, step: int) -> None:
+        """Attention heatmaps of the first validation samples to TensorBoard (one per task)."""
+        from attnmtl.report import log_attention_images
+
+        val = self.splits.val
+        if len(val) == 0:
+            return
+        probe = val.batch(torch.arange(min(ATTENTION_EXAMPLES, len(val)))).to(self.device)
+        log_attention_images(
+            writer, self.model, probe, step, self.tasks, val.layout, ATTENTION_EXAMPLES
+        )
+
     def end_epoch(
         self, logger: RunLogger, sums: Mapping[str, Tensor], counts: Mapping[str, int]
     ) -> None:
@@ -244,6 +261,9 @@ class Trainer:
         train_loss = {t: float(sums[t]) / counts[t] for t in self.tasks if counts[t]}
         val = evaluate(self.model, self.splits.val, self.tasks, train.eval_batch_size, self.device)
         logger.log("epoch", pos.step, epoch=pos.epoch, train_loss=train_loss, val=val)
+        last = pos.epoch + 1 == train.epochs
+        if logger.writer is not None and (last or pos.epoch % ATTENTION_IMAGES_EVERY == 0):
+            self.log_attention(logger.writer, pos.step)
         pos.history.append({"epoch": pos.epoch, "train_loss": train_loss, "val": val})
         score = self.monitor_value(val)
         if math.isnan(score):  # a NaN never counts as the best
