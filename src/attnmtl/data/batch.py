@@ -30,12 +30,15 @@ class Batch:
             samples not labelled for the task hold an arbitrary filler and must never be read.
         label_mask: task → (B,) bool, True where the sample is labelled for the task.
         lengths: (B,) real lengths of right-padded sequences, or None.
+        index: (B,) positions of the samples in their data set (on the CPU), when known: a
+            frozen teacher's outputs can be cached by it.
     """
 
     inputs: Inputs
     labels: dict[str, Tensor]
     label_mask: dict[str, Tensor]
     lengths: Tensor | None = None
+    index: Tensor | None = None
 
     def __len__(self) -> int:
         return int(next(iter(self.label_mask.values())).shape[0])
@@ -47,4 +50,5 @@ class Batch:
             {k: v.to(device, non_blocking=non_blocking) for k, v in self.labels.items()},
             {k: v.to(device, non_blocking=non_blocking) for k, v in self.label_mask.items()},
             None if self.lengths is None else self.lengths.to(device, non_blocking=non_blocking),
+            self.index,
         )

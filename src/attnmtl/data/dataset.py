@@ -158,6 +158,7 @@ class MultiTaskDataset:
             {k: v[index] for k, v in self.labels.items()},
             {k: v[index] for k, v in self.label_mask.items()},
             None if self.lengths is None else self.lengths[index],
+            index if index.dtype != torch.bool else index.nonzero().squeeze(1),
         )
 
     def batches(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -72,6 +72,8 @@ def build_data(config: RunConfig) -> DataSplits:
             splits.test,
             splits.info,
         )
+    if config.data.label_fraction:
+        splits = keep_label_fraction(splits, config.data.label_fraction, config.data.task_mask_seed)
     for split, data in splits.items():
         if len(data) == 0:
             raise ValueError(f"data: the {split} split is empty")
@@ -79,6 +81,35 @@ def build_data(config: RunConfig) -> DataSplits:
     if missing:
         raise ValueError(f"data: task(s) {missing} have no labelled training sample")
     return splits
+
+
+def keep_label_fraction(
+    splits: DataSplits, fractions: Mapping[str, float], seed: int = 0
+) -> DataSplits:
+    """Keep a random ``fractions[task]`` of each task's train and val labels (at least one).
+
+    The few-label case: the samples stay (their other labels and their inputs still serve),
+    the task's label is dropped from the rest. The test split keeps every label.
+    """
+    for task, fraction in fractions.items():
+        if task not in splits.tasks:
+            raise ValueError(
+                f"data.label_fraction: unknown task {task!r}; expected one of: "
+                f"{', '.join(splits.tasks)}"
+            )
+        if not 0 < fraction <= 1:
+            raise ValueError(f"data.label_fraction.{task}={fraction!r}; expected 0 < f <= 1")
+    gen = torch.Generator().manual_seed(seed)
+    parts = []
+    for data in (splits.train, splits.val):
+        masks = {}
+        for task, fraction in fractions.items():
+            labelled = data.label_mask[task].nonzero().squeeze(1)  # (N_task,)
+            keep = max(1, round(fraction * len(labelled))) if len(labelled) else 0
+            chosen = labelled[torch.randperm(len(labelled), generator=gen)[:keep]]
+            masks[task] = torch.zeros(len(data), dtype=torch.bool).index_fill_(0, chosen, True)
+        parts.append(data.with_label_mask(masks))
+    return DataSplits(parts[0], parts[1], splits.test, splits.info)
 
 
 class SingleTaskAdapter(MultiTaskModel):

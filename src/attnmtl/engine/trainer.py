@@ -113,6 +113,7 @@ class Trainer:
                 f"shared representation (attention_mtl, hard_sharing); model "
                 f"{config.model.name!r} has none: use weighting.mode=parameters"
             )
+        self.transfer = self._build_transfer()
         self.position = Position()
         # The running epoch's loss sums (for its logged mean), kept across a mid-epoch resume.
         self.epoch_sums: dict[str, Tensor] = {}
@@ -130,6 +131,37 @@ class Trainer:
                     f"train.monitor={train.monitor!r}; task {self.monitor_task!r} reports "
                     f"{', '.join(valid)}"
                 )
+
+    def _build_transfer(self) -> Any:
+        """The transfer terms of the config's ``transfer:`` section (None when empty)."""
+        if not self.config.transfer.active():
+            return None
+        from attnmtl.transfer.objective import TransferObjective
+
+        objective = TransferObjective(self.config.transfer, self.model, self.tasks, self.device)
+        objective.train_size = len(self.splits.train)
+        # Try every term on two training samples now, before a run directory exists: a module
+        # path that never runs or a teacher that does not fit the data fails here, in one line.
+        probe = self.splits.train.batch(torch.arange(min(2, len(self.splits.train))))
+        probe = probe.to(self.device)
+        mode = self.model.training
+        self.model.eval()
+        try:
+            objective.begin()
+            with torch.no_grad():
+                objective(self.model(probe.inputs, probe.lengths), probe)
+        except (RuntimeError, IndexError, KeyError) as err:
+            objective.close()
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"transfer: the terms do not fit this model and data: {first}") from None
+        except ValueError:
+            objective.close()
+            raise
+        finally:
+            self.model.train(mode)
+        if objective.cache is not None:
+            objective.cache = type(objective.cache)()  # start the cache with the first epoch
+        return objective
 
     # ------------------------------------------------------------------ the loop
 
@@ -183,6 +215,7 @@ class Trainer:
                                 weights={t: float(w) for t, w in weights.items()},
                                 lr=self.optimizer.param_groups[0]["lr"],
                                 samples_per_s=rate,
+                                **self.transfer_log(),
                             )
                             tick, tick_samples = time.perf_counter(), 0
                         if (
@@ -198,19 +231,28 @@ class Trainer:
 
     def step(self, batch: Batch) -> tuple[dict[str, Tensor], list[int], dict[str, Tensor]]:
         """One optimizer step on ``batch``: forward, masked task losses, weighting, update."""
-        train = self.config.train
         present_counts = label_counts(batch, self.tasks)
         split = (
             self.model.split_features()  # type: ignore[operator]
             if self.split_features
             else contextlib.nullcontext()
         )
+        if self.transfer is not None:
+            self.transfer.begin()
         with split as cut, self.autocast():
             output = self.model(batch.inputs, batch.lengths)
             losses = task_losses(output, batch, self.tasks, present_counts)
-        if not losses:  # no sample labelled for any task: nothing to learn from
+            terms = self.transfer(output, batch) if self.transfer is not None else {}
+        if not losses and not terms:  # nothing labelled, nothing to transfer: nothing to learn
             return {}, [], {}
         self.optimizer.zero_grad(set_to_none=True)
+        if terms:
+            self.last_transfer = {k: v.detach() for k, v in terms.items()}
+            self.backward_transfer(torch.stack(list(terms.values())).sum(), cut)
+        if not losses:
+            weights: dict[str, Tensor] = {}
+            self.finish_step(batch)
+            return {}, [], weights
         ctx = StepContext(
             self.shared,
             output.features,
@@ -221,14 +263,39 @@ class Trainer:
             cut,
         )
         weights = self.weighting.backward(losses, ctx)
-        if train.grad_clip is not None:
+        self.finish_step(batch)
+        return losses, [n for n in present_counts if n > 0], weights
+
+    def transfer_log(self) -> dict[str, Any]:
+        """The last step's transfer terms, for the train log (nothing without transfer)."""
+        last = getattr(self, "last_transfer", None)
+        return {"transfer": {k: float(v) for k, v in last.items()}} if last else {}
+
+    def finish_step(self, batch: Batch) -> None:
+        """Clip, step the optimizer and the schedule, let the strategy look at the result."""
+        if self.config.train.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.weighting.after_step(lambda: self.recompute(batch))
         self.schedule.step()
-        return losses, [n for n in present_counts if n > 0], weights
+
+    def backward_transfer(self, total: Tensor, cut: Any) -> None:
+        """Backward of the transfer terms, before the strategy's own backward pass.
+
+        The graph is kept for the strategy. Inside a feature split the terms' gradient stops at
+        the tasks' leaves; it is carried on into the encoder here, so a transfer term reaches
+        the shared parameters whatever the strategy.
+        """
+        self.scaler.scale(total).backward(retain_graph=True)
+        if cut is None or cut.root is None:
+            return
+        pending = [leaf.grad for leaf in cut.leaves.values() if leaf.grad is not None]
+        for leaf in cut.leaves.values():
+            leaf.grad = None
+        if pending:
+            cut.root.backward(torch.stack(pending).sum(0), retain_graph=True)
 
     def recompute(self, batch: Batch) -> dict[str, Tensor]:
         """The batch's task losses under the updated model, without gradient."""
