@@ -7,6 +7,7 @@ from attnmtl.models.attention_mtl import AttentionMTL
 from attnmtl.models.base import MultiTaskModel, make_head, unique_parameters
 from attnmtl.models.cross_stitch import CrossStitch, CrossStitchUnit
 from attnmtl.models.encoder import ENCODER_KINDS, SharedEncoder, build_encoder
+from attnmtl.models.fusion import AttentionFusionMTL, FusionAttention
 from attnmtl.models.hard_sharing import HardSharing
 from attnmtl.models.mmoe import MMoE
 from attnmtl.models.mtan import MTAN, MTANTrace
@@ -19,9 +20,11 @@ __all__ = [
     "MODELS",
     "MTAN",
     "SEED_TASKS",
+    "AttentionFusionMTL",
     "AttentionMTL",
     "CrossStitch",
     "CrossStitchUnit",
+    "FusionAttention",
     "HardSharing",
     "MMoE",
     "MTANTrace",

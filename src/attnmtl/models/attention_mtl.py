@@ -24,6 +24,39 @@ from attnmtl.registry import check_keywords
 from attnmtl.tasks import Task
 
 
+def task_readouts(
+    tasks: Mapping[str, Task],
+    dim: int,
+    attention_options: Mapping[str, Any] | None,
+    head_hidden_dim: int | None,
+    dropout: float,
+) -> tuple[nn.ModuleDict, nn.ModuleDict]:
+    """One attention pooling over a (B, T, ``dim``) sequence and one head per task."""
+    options = dict(attention_options or {})
+    check_keywords(AttentionPooling, options, "attention_options")
+    pools = {name: AttentionPooling(dim, **options) for name in tasks}
+    heads = {
+        name: make_head(pools[name].out_dim, task.out_dim, head_hidden_dim, dropout)
+        for name, task in tasks.items()
+    }
+    return nn.ModuleDict(pools), nn.ModuleDict(heads)
+
+
+def read_tasks(
+    attention: nn.ModuleDict,
+    heads: nn.ModuleDict,
+    dropout: nn.Module,
+    sequences: Mapping[str, Tensor],
+    mask: Tensor | None,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Each task's predictions (B, out) and pooling weights (B, T) from its sequence."""
+    preds, weights = {}, {}
+    for name, pool in attention.items():
+        pooled, weights[name] = pool(sequences[name], mask, return_weights=True)
+        preds[name] = heads[name](dropout(pooled.flatten(1)))  # (B, out)
+    return preds, weights
+
+
 @register_model("attention_mtl")
 class AttentionMTL(MultiTaskModel):
     """A shared encoder, one attention pooling per task and one head per task.
@@ -56,23 +89,10 @@ class AttentionMTL(MultiTaskModel):
         super().__init__(tasks)
         options = {"pooling": "mean", **dict(encoder_options or {})}
         self.encoder = build_encoder(encoder, tuple(input_shape), layout, **options)
-        dim = self.encoder.dim
-        check_keywords(AttentionPooling, dict(attention_options or {}), "attention_options")
-        self.attention = nn.ModuleDict(
-            {name: AttentionPooling(dim, **dict(attention_options or {})) for name in self.tasks}
+        self.attention, self.heads = task_readouts(
+            self.tasks, self.encoder.dim, attention_options, head_hidden_dim, dropout
         )
         self.dropout = nn.Dropout(dropout)
-        self.heads = nn.ModuleDict(
-            {
-                name: make_head(self._pooled_dim(name), task.out_dim, head_hidden_dim, dropout)
-                for name, task in self.tasks.items()
-            }
-        )
-
-    def _pooled_dim(self, task: str) -> int:
-        pool = self.attention[task]
-        assert isinstance(pool, AttentionPooling)
-        return pool.out_dim
 
     def task_modules(self, task: str) -> list[nn.Module]:
         return [self.attention[task], self.heads[task]]
@@ -81,9 +101,5 @@ class AttentionMTL(MultiTaskModel):
         """Every task's predictions, attention (B, T) and the shared sequence (B, T, D)."""
         enc = self.encoder(inputs, lengths)
         sequences = self.branch(enc.sequence)
-        preds, attention = {}, {}
-        for name in self.tasks:
-            pooled, weights = self.attention[name](sequences[name], enc.mask, return_weights=True)
-            preds[name] = self.heads[name](self.dropout(pooled.flatten(1)))  # (B, out)
-            attention[name] = weights
+        preds, attention = read_tasks(self.attention, self.heads, self.dropout, sequences, enc.mask)
         return MultiTaskOutput(preds, attention, enc.sequence)
