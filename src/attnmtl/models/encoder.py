@@ -60,7 +60,13 @@ class SharedEncoder(nn.Module):
         super().__init__()
         if kind not in ENCODER_KINDS:
             raise ValueError(f"encoder={kind!r}; expected one of: {', '.join(ENCODER_KINDS)}")
-        expected = {"sequence": 2, "image": 3, "table": 1}
+        tokens = options.get("vocab_size") is not None  # (B, T) token ids, embedded
+        if tokens and (kind != "transformer" or layout != "sequence"):
+            raise ValueError(
+                f"encoder_options.vocab_size (token ids) with encoder={kind!r}, "
+                f"layout={layout!r}; expected encoder 'transformer' on layout 'sequence'"
+            )
+        expected = {"sequence": 1 if tokens else 2, "image": 3, "table": 1}
         if layout not in expected:
             raise ValueError(f"layout={layout!r}; expected one of: {', '.join(expected)}")
         if len(input_shape) != expected[layout]:
@@ -86,7 +92,7 @@ class SharedEncoder(nn.Module):
             }[layout]
             cls = RNNEncoder if kind == "rnn" else TransformerEncoder
             check_keywords(cls, options, f"encoder {kind!r}")
-            self.encoder = cls(input_dim=steps_dim, **options)
+            self.encoder = cls(**options) if tokens else cls(input_dim=steps_dim, **options)
         self.dim = int(self.encoder.dim)
         self.out_dim = int(self.encoder.out_dim)
 
