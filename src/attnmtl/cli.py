@@ -315,6 +315,33 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+@bench_app.command("transfer")
+def bench_transfer(
+    kinds: Annotated[
+        str, typer.Option(help="Kinds of transfer: teacher, cross_task, fusion, textmt.")
+    ] = "teacher,cross_task,fusion,textmt",
+    seeds: Annotated[int, typer.Option(min=1, help="Training seeds (0, 1, ...).")] = 3,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs of every compared run.")] = 12,
+    out: Annotated[
+        Path | None, typer.Option(help="Keep the runs here (default: not kept).")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write results here.")
+    ] = None,
+) -> None:
+    """The same student trained with and without each kind of transfer (same budget, seeds
+    0..N-1): mean ± std of the target metric on test data, selected on validation data."""
+    from attnmtl.bench.transfer import check_kinds, render, run
+
+    chosen = check_kinds(kinds.split(","))
+    if json_path is not None and not json_path.parent.is_dir():  # fail before training
+        raise ValueError(f"--json {json_path}: the folder {json_path.parent} does not exist")
+    results = run(chosen, seeds, epochs, out, log=err_console.log)
+    console.print(render(results))
+    if json_path is not None:
+        _write_json(json_path, results)
+
+
 def _write_json(path: Path, data: object) -> None:
     from attnmtl.engine.checkpoint import write_json_atomic
 

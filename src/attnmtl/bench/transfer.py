@@ -1,0 +1,262 @@
+"""``attnmtl bench transfer``: the same student with and without transfer, same budget, N seeds.
+
+Each kind of transfer is one experiment on built-in data, with a target task, a control (the
+student alone) and a transfer variant that differs from the control only in its ``transfer:``
+section (or, for fusion, in reading frozen source features instead of its own encoder). Every
+run is selected on validation data by the target metric and scored on the test split; the
+table gives mean ± sample std over the seeds (``train.seed`` = 0, 1, ...; the data and its
+label subsets stay fixed), and the gain of the transfer mean over the control mean.
+
+Kinds:
+
+* ``teacher`` — attention-distribution transfer from a stronger teacher: a bidirectional GRU
+  (64 per direction) trained on every label teaches a one-way GRU of width 24 that sees a fifth
+  of the labels; MiniLM's KL between the teacher's and the student's attention-pooling rows,
+  for every task, on every training sample.
+* ``cross_task`` — inside one model: ``position`` keeps 10% of its labels, ``digit`` all; the
+  position attention is pulled toward the (detached) digit attention.
+* ``fusion`` — a frozen source run trained on ``digit`` and ``scale`` is fused by attention
+  into a ``position`` model that keeps 5% of its labels; the control trains the same
+  architecture as the source from scratch on those labels.
+* ``textmt`` — all-MiniLM-L6-v2 (frozen, eager attention) teaches a 2-layer transformer on the
+  same tokenizer: KL between the teacher's last-layer attention and the student's last-layer
+  attention, heads averaged (12 against 4); needs ``attnmtl[text]``.
+
+Prerequisite runs (the teacher, the source) are trained once, with seed 0, before the seeds.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from attnmtl.bench.mtl import stats
+from attnmtl.config import load_config, parse_config
+from attnmtl.eval.metrics import HIGHER_IS_BETTER
+
+KINDS = ("teacher", "cross_task", "fusion", "textmt")
+QUIET = {"report": False, "tensorboard": False, "progress": False, "threads": 1}
+
+
+@dataclass
+class Experiment:
+    """One kind: its prerequisite runs, control and transfer configs, and target metric.
+
+    ``control`` and ``transfer`` map a prerequisite name to its run directory and return a
+    config mapping (seed set by the caller).
+    """
+
+    kind: str
+    task: str
+    metric: str
+    description: str
+    prerequisites: dict[str, dict[str, Any]]
+    control: Callable[[Mapping[str, Path]], dict[str, Any]]
+    transfer: Callable[[Mapping[str, Path]], dict[str, Any]]
+
+
+def _default(**sections: Any) -> dict[str, Any]:
+    """The shipped default config (mnist1d-mt) with sections' keys replaced, quiet."""
+    data = load_config("default").model_dump(mode="json")
+    data.pop("transfer")
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(copy.deepcopy(values))
+    data["train"].update(QUIET)
+    return data
+
+
+def _with(config: dict[str, Any], **sections: Any) -> dict[str, Any]:
+    out = copy.deepcopy(config)
+    for section, values in sections.items():
+        out[section] = copy.deepcopy(values)
+    return out
+
+
+def teacher_experiment(epochs: int) -> Experiment:
+    few = {"label_fraction": {"digit": 0.2, "position": 0.2, "scale": 0.2}}
+    small = {"encoder_options": {"cell": "gru", "hidden_dim": 24, "bidirectional": False}}
+    train = {"epochs": epochs, "monitor": "position:accuracy"}
+    student = _default(data=few, model=small, train=train)
+    pairs = [
+        {"student": f"attention.{t}", "loss": "attention_kl"}
+        for t in ("digit", "position", "scale")
+    ]
+    return Experiment(
+        "teacher",
+        "position",
+        "accuracy",
+        "bi-GRU-64 teacher (all labels) → GRU-24 student (20% of labels): attention KL "
+        "on each task's pooling",
+        {"teacher": _default(train={"epochs": 20})},
+        lambda runs: student,
+        lambda runs: _with(student, transfer={"teacher": str(runs["teacher"]), "pairs": pairs}),
+    )
+
+
+def cross_task_experiment(epochs: int) -> Experiment:
+    config = _default(
+        data={"label_fraction": {"position": 0.1}},
+        train={"epochs": epochs, "monitor": "position:accuracy"},
+    )
+    cross = [{"source": "digit", "target": "position", "weight": 1.0}]
+    return Experiment(
+        "cross_task",
+        "position",
+        "accuracy",
+        "position with 10% of its labels; its attention pulled toward digit's (detached)",
+        {},
+        lambda runs: config,
+        lambda runs: _with(config, transfer={"cross_task": cross}),
+    )
+
+
+def fusion_experiment(epochs: int) -> Experiment:
+    target = {"tasks": ["position"], "label_fraction": {"position": 0.05}}
+    train = {"epochs": epochs, "monitor": "position:accuracy"}
+    control = _default(data=target, train=train)
+
+    def fused(runs: Mapping[str, Path]) -> dict[str, Any]:
+        return _with(control, model={"name": "attention_fusion", "sources": [str(runs["source"])]})
+
+    return Experiment(
+        "fusion",
+        "position",
+        "accuracy",
+        "frozen digit+scale source fused into a position model with 5% of its labels",
+        {"source": _default(data={"tasks": ["digit", "scale"]}, train={"epochs": 20})},
+        lambda runs: control,
+        fused,
+    )
+
+
+def textmt_experiment(epochs: int) -> Experiment:
+    student = load_config("textmt").model_dump(mode="json")
+    student.pop("transfer")
+    student["train"].update(QUIET, epochs=epochs, monitor="topic:accuracy")
+    layers = student["model"].get("encoder_options", {}).get("num_layers", 2)
+    pair = {
+        "student": f"encoder.encoder.layers.{layers - 1}.attn",
+        "teacher": "model.encoder.layer.5.attention.self",
+        "loss": "attention_kl",
+        "heads": "mean",
+    }
+    return Experiment(
+        "textmt",
+        "topic",
+        "accuracy",
+        "all-MiniLM-L6-v2 → small transformer: last-layer attention KL (heads averaged)",
+        {},
+        lambda runs: student,
+        lambda runs: _with(
+            student, transfer={"teacher": "hf:minilm", "pairs": [pair], "cache_teacher": True}
+        ),
+    )
+
+
+BUILDERS = {
+    "teacher": teacher_experiment,
+    "cross_task": cross_task_experiment,
+    "fusion": fusion_experiment,
+    "textmt": textmt_experiment,
+}
+
+
+def check_kinds(kinds: Sequence[str]) -> list[str]:
+    """The kinds, checked against :data:`KINDS`."""
+    kinds = [k.strip() for k in kinds if k.strip()]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"--kinds {','.join(kinds)!r}; expected some of: {', '.join(KINDS)}")
+    return kinds
+
+
+def train_config(data: Mapping[str, Any], out: Path) -> dict[str, Any]:
+    """Train one run into ``out`` (quiet); its summary."""
+    from rich.console import Console
+
+    from attnmtl.engine.run import train_run
+
+    _, summary = train_run(parse_config(data), out, Console(stderr=True, quiet=True))
+    return summary
+
+
+def run(
+    kinds: Sequence[str] = KINDS,
+    seeds: int = 3,
+    epochs: int = 12,
+    out: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Every kind's prerequisites, then control and transfer per seed; the results."""
+    kinds = check_kinds(kinds)
+    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out {out} already exists; choose a new (or empty) directory")
+    experiments = [BUILDERS[k](epochs) for k in kinds]
+    results: dict[str, Any] = {"seeds": seeds, "epochs": epochs, "kinds": {}}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="attnmtl-bench-transfer-") as tmp:
+        root = out if out is not None else Path(tmp)
+        for exp in experiments:
+            runs: dict[str, Path] = {}
+            for name, config in exp.prerequisites.items():
+                runs[name] = root / exp.kind / name
+                tick = time.perf_counter()
+                train_config(config, runs[name])
+                log(f"{exp.kind}/{name}: trained ({time.perf_counter() - tick:.0f} s)")
+            scores: dict[str, list[float]] = {"control": [], "transfer": []}
+            for seed in range(seeds):
+                for variant in ("control", "transfer"):
+                    config = getattr(exp, variant)(runs)
+                    config = _with(config, train={**config["train"], "seed": seed})
+                    tick = time.perf_counter()
+                    summary = train_config(config, root / exp.kind / f"{variant}-seed{seed}")
+                    value = float(summary["tasks"][exp.task][exp.metric])
+                    scores[variant].append(value)
+                    log(
+                        f"{exp.kind}/{variant} seed {seed}: {exp.task}:{exp.metric}={value:.4f} "
+                        f"({time.perf_counter() - tick:.0f} s)"
+                    )
+            results["kinds"][exp.kind] = summarise(exp, scores)
+    results["wall_s"] = time.perf_counter() - start
+    return results
+
+
+def summarise(exp: Experiment, scores: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    """Mean ± std per variant, the gain (positive = transfer helped) and whether it exceeds
+    both variants' std."""
+    control, transfer = stats(scores["control"]), stats(scores["transfer"])
+    sign = 1.0 if HIGHER_IS_BETTER[exp.metric] else -1.0
+    gain = sign * (transfer["mean"] - control["mean"])
+    return {
+        "description": exp.description,
+        "task": exp.task,
+        "metric": exp.metric,
+        "control": control,
+        "transfer": transfer,
+        "gain": gain,
+        "beats_std": gain > max(control["std"], transfer["std"]),
+    }
+
+
+def render(results: Mapping[str, Any]) -> Table:
+    """The results as a rich table."""
+    table = Table(title=f"bench transfer ({results['seeds']} seeds, {results['epochs']} epochs)")
+    for column in ("kind", "target", "control", "transfer", "gain", "> std"):
+        table.add_column(column, justify="left" if column in ("kind", "target") else "right")
+    for kind, entry in results["kinds"].items():
+        table.add_row(
+            kind,
+            f"{entry['task']}:{entry['metric']}",
+            f"{entry['control']['mean']:.4f} ± {entry['control']['std']:.4f}",
+            f"{entry['transfer']['mean']:.4f} ± {entry['transfer']['std']:.4f}",
+            f"{entry['gain']:+.4f}",
+            "yes" if entry["beats_std"] else "no",
+        )
+    return table
