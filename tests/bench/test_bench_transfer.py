@@ -49,5 +49,7 @@ def test_cross_task_bench_runs_and_reports(tmp_path) -> None:
     entry = results["kinds"]["cross_task"]
     assert len(entry["control"]["runs"]) == len(entry["transfer"]["runs"]) == 1
     assert 0 <= entry["transfer"]["mean"] <= 1
+    assert set(entry["tasks"]) == {"digit", "position", "scale"}
+    assert entry["tasks"]["position"]["transfer"]["runs"] == entry["transfer"]["runs"]
     assert (tmp_path / "b" / "cross_task" / "transfer-seed0" / "summary.json").is_file()
     assert render(results).row_count == 1

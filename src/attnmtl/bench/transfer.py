@@ -211,6 +211,7 @@ def run(
                 train_config(config, runs[name])
                 log(f"{exp.kind}/{name}: trained ({time.perf_counter() - tick:.0f} s)")
             scores: dict[str, list[float]] = {"control": [], "transfer": []}
+            others: dict[str, list[dict[str, float]]] = {"control": [], "transfer": []}
             for seed in range(seeds):
                 for variant in ("control", "transfer"):
                     config = getattr(exp, variant)(runs)
@@ -219,18 +220,31 @@ def run(
                     summary = train_config(config, root / exp.kind / f"{variant}-seed{seed}")
                     value = float(summary["tasks"][exp.task][exp.metric])
                     scores[variant].append(value)
+                    others[variant].append(primary_scores(summary))
                     log(
                         f"{exp.kind}/{variant} seed {seed}: {exp.task}:{exp.metric}={value:.4f} "
                         f"({time.perf_counter() - tick:.0f} s)"
                     )
             results["kinds"][exp.kind] = summarise(exp, scores)
+            results["kinds"][exp.kind]["tasks"] = {
+                task: {v: stats([run[task] for run in others[v]]) for v in others}
+                for task in others["control"][0]
+            }
     results["wall_s"] = time.perf_counter() - start
     return results
 
 
+def primary_scores(summary: Mapping[str, Any]) -> dict[str, float]:
+    """task → its primary metric on test data (accuracy, or MAE for regression)."""
+    return {
+        task: float(values["accuracy"] if "accuracy" in values else values["mae"])
+        for task, values in summary["tasks"].items()
+    }
+
+
 def summarise(exp: Experiment, scores: Mapping[str, Sequence[float]]) -> dict[str, Any]:
     """Mean ± std per variant, the gain (positive = transfer helped) and whether it exceeds
-    both variants' std."""
+    both variants' std. (``run`` adds ``tasks``: every task's primary metric per variant.)"""
     control, transfer = stats(scores["control"]), stats(scores["transfer"])
     sign = 1.0 if HIGHER_IS_BETTER[exp.metric] else -1.0
     gain = sign * (transfer["mean"] - control["mean"])

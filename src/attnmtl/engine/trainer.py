@@ -153,7 +153,8 @@ class Trainer:
         except (RuntimeError, IndexError, KeyError) as err:
             objective.close()
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f"transfer: the terms do not fit this model and data: {first}") from None
+            message = f"transfer: the terms do not fit this model and data: {first}"
+            raise ValueError(message) from None
         except ValueError:
             objective.close()
             raise
