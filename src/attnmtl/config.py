@@ -3,7 +3,10 @@
 A component section (``data``, ``model``, ``weighting``) names a registered component and gives
 its keyword arguments beside the name; the arguments are checked against the component's
 constructor signature (names and types), so a misspelt or ill-typed option fails before anything
-is built, with a message naming the key, the value and the valid choices.
+is built, with a message naming the key, the value and the valid choices. A ``name`` may also be
+an import path ``package.module:Factory``; outside attnmtl it is refused unless imports are
+allowed (``ATTNMTL_ALLOW_IMPORTS=1`` or ``attnmtl train --allow-imports``; see
+:mod:`attnmtl.registry`). A config is parsed with YAML's safe loader only.
 
 ```yaml
 data: {name: mnist1d-mt, num_train: 4000, task_mask: none}
@@ -35,12 +38,16 @@ INJECTED = {
     "weighting": ("tasks",),
 }
 DATA_RESERVED = ("name", "task_mask", "task_mask_seed", "label_fraction")
+RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# What yaml.safe_load raises on bad text: its own errors, and its constructors' on a bad
+# tagged scalar (``!!timestamp 1``: AttributeError, ``!!float abc``: ValueError, ...).
+YAML_ERRORS = (yaml.YAMLError, ValueError, TypeError, AttributeError, RecursionError)
 
 
 class Section(BaseModel):
-    """A section with a fixed set of keys."""
+    """A section with a fixed set of keys (and no NaN or infinite float)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Component(BaseModel):
@@ -119,6 +126,7 @@ class TrainConfig(Section):
     threads: int | None = Field(None, ge=1)
     log_every: int = Field(50, ge=1)
     checkpoint_every: int = Field(0, ge=0)
+    nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/Inf task loss: end the run, or skip
     monitor: str = "loss"
     test_on: Literal["best", "last"] = "best"
     tensorboard: bool = True
@@ -194,7 +202,8 @@ class TransferConfig(Section):
 class RunConfig(Section):
     """A whole run."""
 
-    name: str = "run"
+    # The run directory's name under runs/: no separator, no leading dot, so never a path.
+    name: str = Field("run", pattern=RUN_NAME, max_length=100)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     weighting: WeightingConfig = WeightingConfig()
@@ -230,9 +239,12 @@ def resolve_config_path(name_or_path: str) -> Path:
 def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping from ``path`` (safe loader)."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: invalid YAML ({' '.join(str(err).split())})") from None
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except YAML_ERRORS as err:
+        detail = " ".join(str(err).split()) or type(err).__name__
+        raise ValueError(f"{path}: invalid YAML ({detail})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -248,7 +260,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             raise ValueError(f"override {item!r}; expected dotted.key=value")
         try:
             value = yaml.safe_load(text) if text else None
-        except yaml.YAMLError:
+        except YAML_ERRORS:
             value = text
         parts = key.split(".")
         node = data
@@ -276,7 +288,8 @@ def _format_error(err: pydantic.ValidationError, model: type[BaseModel] | None =
         valid = sorted(section.model_fields) if hasattr(section, "model_fields") else []
         return f"unknown key {loc!r}; expected one of: {', '.join(valid)}"
     got = first.get("input")
-    return f"{loc}: {first['msg']} (got {got!r})"
+    shown = loc if loc.isprintable() else repr(loc)  # a key with a newline stays one line
+    return f"{shown}: {first['msg']} (got {got!r})"
 
 
 def parse_config(data: Mapping[str, Any]) -> RunConfig:
@@ -323,7 +336,7 @@ def check_arguments(
             raise ValueError(f"{where}.{key} is set from the data set; remove it from the config")
         if key not in valid and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             raise ValueError(
-                f"unknown key '{where}.{key}'; expected one of: "
+                f"unknown key {f'{where}.{key}'!r}; expected one of: "
                 f"{', '.join(valid) or '(no arguments)'}"
             )
     try:

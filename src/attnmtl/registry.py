@@ -2,15 +2,78 @@
 
 A registry checks keyword arguments against the factory's signature before calling it, so an
 unknown or misspelt hyperparameter fails with a message that names it and the valid choices.
+
+Besides registered names, :meth:`Registry.get` takes an import path ``package.module:Factory``
+(as in a config's ``model: {name: "mypkg.nets:MyModel", ...}``), whose factory is then used —
+and keyword-checked — like a registered one. Importing runs a module's code and the factory
+is then called with the config's arguments, so a config is treated as untrusted: a path inside
+``attnmtl`` to a factory registered in the same registry is always allowed (it is another name
+for it); any other path is refused unless the user allows imports explicitly, with the
+environment variable ``ATTNMTL_ALLOW_IMPORTS=1`` or ``attnmtl train --allow-imports``
+(:func:`allow_imports`). Nothing outside attnmtl is imported before that check.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+import os
+import re
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from typing import Any, Generic, TypeVar, cast
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+ALLOW_IMPORTS_ENV = "ATTNMTL_ALLOW_IMPORTS"
+IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_allowed: list[bool] = [False]  # set by allow_imports()
+
+
+def imports_allowed() -> bool:
+    """Whether import paths outside attnmtl may be imported (env variable or allow_imports)."""
+    return _allowed[-1] or os.environ.get(ALLOW_IMPORTS_ENV, "") == "1"
+
+
+@contextmanager
+def allow_imports(allowed: bool = True) -> Iterator[None]:
+    """Allow (or not) component import paths outside attnmtl inside this block."""
+    _allowed.append(allowed)
+    try:
+        yield
+    finally:
+        _allowed.pop()
+
+
+def import_factory(
+    path: str, kind: str, registered: Collection[Callable[..., Any]] = ()
+) -> Callable[..., Any]:
+    """The callable at ``package.module:Attribute``, imported only when allowed (see above);
+    without permission only a path inside attnmtl to one of ``registered`` is taken."""
+    if not IMPORT_PATH.fullmatch(path):
+        raise ValueError(f"{kind} {path!r}: expected a registered name or package.module:Factory")
+    module_name, _, attribute = path.partition(":")
+    if "__main__" in module_name.split("."):  # importing it would run a program
+        raise ValueError(f"{kind} {path!r}: a __main__ module cannot provide a component")
+    inside = module_name == "attnmtl" or module_name.startswith("attnmtl.")
+    allowed = imports_allowed()
+    how = f"refused unless allowed ({ALLOW_IMPORTS_ENV}=1 or attnmtl train --allow-imports)"
+    if not inside and not allowed:
+        raise ValueError(
+            f"{kind} {path!r} is imported from outside attnmtl, which runs its code; {how}"
+        )
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (Exception, SystemExit) as err:  # the user's module may raise anything on import
+        message = " ".join(str(err).split()) or type(err).__name__
+        raise ValueError(f"{kind} {path!r} cannot be imported: {message}") from None
+    if not allowed and not any(found is factory for factory in registered):
+        raise ValueError(f"{kind} {path!r} is not a registered {kind}; {how}")
+    if not callable(found):
+        raise ValueError(f"{kind} {path!r} is a {type(found).__name__}, not a class or function")
+    return cast(Callable[..., Any], found)
 
 
 def check_keywords(factory: Callable[..., Any], kwargs: dict[str, Any], where: str) -> None:
@@ -50,7 +113,10 @@ class Registry(Generic[F]):
         return sorted(self._entries)
 
     def get(self, name: str) -> F:
-        """The factory registered as ``name``; ValueError naming the valid choices otherwise."""
+        """The factory registered as ``name``, or imported from ``package.module:Factory``
+        (see the module's docstring); ValueError naming the valid choices otherwise."""
+        if name not in self._entries and ":" in name:
+            return cast(F, import_factory(name, self.kind, list(self._entries.values())))
         try:
             return self._entries[name]
         except KeyError:

@@ -43,6 +43,9 @@ TASK_KEYS = ("column", "kind", "size", "sentinel", "classes", "loss")
 SHIPPED = "attnmtl:"
 # Axes (with the sample axis) of the inputs each layout stores.
 LAYOUT_NDIM = {"table": 2, "sequence": 3, "image": 4}
+# A multiclass task's size is inferred as the largest label + 1 up to this; declare more.
+MAX_INFERRED_CLASSES = 100_000
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,9 @@ def parse_task_spec(name: str, spec: Mapping[str, Any]) -> TaskSpec:
     size = spec.get("size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
         raise ValueError(f"task {name!r}: size={size!r}; expected an integer >= 1")
+    sentinel = spec.get("sentinel")
+    if sentinel is not None and not _is_scalar(sentinel):
+        raise ValueError(f"task {name!r}: sentinel={sentinel!r}; expected one number or text")
     classes = spec.get("classes")
     if classes is not None:
         classes = _check_classes(name, kind, size, classes)
@@ -107,6 +113,9 @@ def _check_classes(name: str, kind: str, size: int | None, classes: Any) -> tupl
         )
     if isinstance(classes, str | bytes) or not isinstance(classes, Sequence):
         raise ValueError(f"task {name!r}: classes={classes!r}; expected a list of class names")
+    for value in classes:
+        if not _is_scalar(value):
+            raise ValueError(f"task {name!r}: class {value!r} in classes; expected text or numbers")
     keys = [_key(c) for c in classes]
     repeated = [k for k, n in Counter(keys).items() if n > 1]
     if repeated:
@@ -159,6 +168,18 @@ def file_format(path: Path, format: str | None) -> str:
     return fmt
 
 
+def _is_scalar(value: Any) -> bool:
+    """Whether ``value`` can name a class or a sentinel: text, or a finite number or a bool."""
+    if isinstance(value, str):
+        return True
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _shown(value: Any) -> str:
+    """``repr`` of a cell, NumPy scalars shown as the Python value they hold."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _one_line(err: BaseException) -> str:
     """The first line of an error's message."""
     lines = str(err).strip().splitlines()
@@ -172,9 +193,9 @@ def _check_names(names: Sequence[str], needed: Mapping[str, str], where: str) ->
         raise ValueError(f"{where}: duplicate column name {repeated[0]!r}; names must be unique")
     for name, user in needed.items():
         if name not in names:
+            shown = (str(n) if str(n) and str(n).isprintable() else repr(n) for n in names)
             raise ValueError(
-                f"{where}: no column {name!r} (needed by {user}); available: "
-                f"{', '.join(map(str, names))}"
+                f"{where}: no column {name!r} (needed by {user}); available: {', '.join(shown)}"
             )
 
 
@@ -236,13 +257,17 @@ def _table_inputs(frame: pd.DataFrame, columns: Sequence[str], where: str) -> np
     out = np.empty((len(frame), len(columns)), dtype=np.float32)
     for j, name in enumerate(columns):
         raw = _column_array(frame[name])
-        numbers = _to_numbers(raw)[0].astype(np.float32)
+        wide = _to_numbers(raw)[0]
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, reported below
+            numbers = wide.astype(np.float32)
         bad = np.flatnonzero(~np.isfinite(numbers))
         if bad.size:
             cell = raw[bad[0]]
-            shown = "an empty or NaN cell" if pd.isna(cell) else repr(cell)
+            shown = "an empty or NaN cell" if pd.isna(cell) else _shown(cell)
+            beyond = " (beyond the float32 range)" if np.isfinite(wide[bad[0]]) else ""
             raise ValueError(
-                f"{where}: input column {name!r}, row {bad[0]}: {shown} is not a finite number"
+                f"{where}: input column {name!r}, row {bad[0]}: {shown} is not a finite "
+                f"number{beyond}"
             )
         out[:, j] = numbers
     return out
@@ -304,19 +329,24 @@ def read_npz(
     n = x.shape[0] if x.ndim else 0
     if n == 0:
         raise ValueError(f"{where}: inputs array {inputs!r} has no samples (shape {x.shape})")
+    if x.size == 0:
+        raise ValueError(f"{where}: inputs array {inputs!r} has shape {x.shape}; expected values")
     for name, array in [*((s.columns[0], labels[s.name]) for s in specs), (lengths, lens)]:
         if array is not None and (array.ndim == 0 or array.shape[0] != n):
             raise ValueError(
                 f"{where}: array {name!r} has shape {array.shape}; expected {n} "
                 f"rows like inputs {inputs!r}"
             )
-    x = _shape_inputs(x.astype(np.float32), layout, f"{where}: inputs array {inputs!r}")
-    bad = np.argwhere(~np.isfinite(x))
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, reported below
+        x32 = x.astype(np.float32)
+    bad = np.argwhere(~np.isfinite(x32))
     if bad.size:
         index = tuple(int(i) for i in bad[0])
         raise ValueError(
-            f"{where}: inputs array {inputs!r} holds {x[index]} at {index}; expected finite numbers"
+            f"{where}: inputs array {inputs!r} holds {x[index]} at {index}; expected finite "
+            "numbers (float32)"
         )
+    x = _shape_inputs(x32, layout, f"{where}: inputs array {inputs!r}")
     if lens is not None:
         lens = _check_lengths(lens, x.shape[1], f"{where}: lengths array {lengths!r}")
     return Source(where, x, lens, labels)
@@ -395,7 +425,7 @@ def _class_cells(
         if found is None:
             row = int(np.flatnonzero(codes == j)[0])
             raise ValueError(
-                f"{_where(spec, source, row, width)}: label {value!r} is not one "
+                f"{_where(spec, source, row, width)}: label {_shown(value)} is not one "
                 f"of the declared classes {list(spec.classes)}"
             )
         ids[j], missing[j] = found, False
@@ -420,7 +450,7 @@ def _number_cells(
         if bad.size:
             raise ValueError(
                 f"{_where(spec, source, int(bad[0]), width)}: label "
-                f"{flat[bad[0]]!r} is not a number; declare it as the task's "
+                f"{_shown(flat[bad[0]])} is not a number; declare it as the task's "
                 "sentinel if it means unlabelled, or list the task's classes"
             )
     missing = np.isnan(numbers) | hit
@@ -463,18 +493,25 @@ def _check_values(values: np.ndarray, mask: np.ndarray, spec: TaskSpec, source: 
     if spec.kind in ("binary", "multilabel"):
         bad, wanted = ~np.isin(values, (0.0, 1.0)), "0 or 1"
     elif spec.kind == "multiclass":
-        bad = ~np.isfinite(values) | (values < 0) | (np.mod(values, 1.0) != 0)
+        with np.errstate(invalid="ignore"):  # inf % 1 is NaN: already bad
+            bad = ~np.isfinite(values) | (values < 0) | (np.mod(values, 1.0) != 0)
         wanted = "a class id (an integer >= 0)"
         if spec.size is not None:
             bad |= values >= spec.size
             wanted = f"a class id in [0, {spec.size - 1}]"
+        else:  # the size is inferred from the largest label: keep it sane
+            bad |= values >= MAX_INFERRED_CLASSES
     else:
-        bad, wanted = ~np.isfinite(values), "a finite number"
+        bad = ~np.isfinite(values) | (np.abs(values) > FLOAT32_MAX)
+        wanted = "a finite number (float32)"
     found = np.argwhere(bad & mask[:, None])
     if found.size:
         row, col = (int(i) for i in found[0])
         where = _where(spec, source, row * values.shape[1] + col, values.shape[1])
-        raise ValueError(f"{where}: label {values[row, col]:g} is not {wanted}")
+        value = values[row, col]
+        if spec.kind == "multiclass" and spec.size is None and value >= MAX_INFERRED_CLASSES:
+            wanted = f"a class id below {MAX_INFERRED_CLASSES} (declare size for more classes)"
+        raise ValueError(f"{where}: label {value:g} is not {wanted}")
 
 
 def make_task(
@@ -661,6 +698,10 @@ def build_files(
         raise ValueError(f"layout={layout!r}; expected one of: {', '.join(LAYOUTS)}")
     if not tasks:
         raise ValueError("tasks is empty; declare at least one task")
+    if seed < 0:
+        raise ValueError(f"seed={seed!r}; expected an integer >= 0")
+    if lengths is not None and layout != "sequence":
+        raise ValueError(f"lengths={lengths!r} applies to layout 'sequence', not {layout!r}")
     specs = [parse_task_spec(name, spec) for name, spec in tasks.items()]
     names = [inputs] if isinstance(inputs, str) else list(inputs)
     if not names or not all(isinstance(n, str) and n for n in names):

@@ -78,7 +78,10 @@ def load_pretrained(name: str) -> nn.Module:
 
     transformers.utils.logging.disable_progress_bar()
     model: nn.Module = transformers.AutoModel.from_pretrained(
-        str(model_folder(name)), attn_implementation="eager", local_files_only=True
+        str(model_folder(name)),
+        attn_implementation="eager",
+        local_files_only=True,
+        use_safetensors=True,  # never unpickle a user's pytorch_model.bin
     )
     return model
 
