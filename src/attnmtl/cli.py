@@ -84,20 +84,36 @@ def train(
     resume: Annotated[
         Path | None, typer.Option(help="Continue this run directory from its last checkpoint.")
     ] = None,
+    allow_imports: Annotated[
+        bool,
+        typer.Option(
+            "--allow-imports",
+            help="Allow component names 'package.module:Factory' from outside attnmtl "
+            "(imports run that module's code; also ATTNMTL_ALLOW_IMPORTS=1).",
+        ),
+    ] = False,
 ) -> None:
     """Train a multi-task model (the built-in default without -c) into a new run directory."""
     from attnmtl.config import load_config
     from attnmtl.engine.run import results_table, resume_run, train_run
+    from attnmtl.registry import allow_imports as allowing
 
     items = list(overrides or [])
     run_dir: Path | None
-    if resume is not None:
-        if config is not None or out is not None:
-            raise ValueError("--resume takes the run's own config; drop --config and --out")
-        run_dir, summary = resume_run(resume, items, err_console)
-    else:
-        run_config = load_config(config, items)
-        run_dir, summary = train_run(run_config, out, err_console)
+    with allowing(allow_imports):
+        if resume is not None:
+            if config is not None or out is not None:
+                raise ValueError("--resume takes the run's own config; drop --config and --out")
+            run_dir, summary = resume_run(resume, items, err_console)
+        else:
+            run_config = load_config(config, items)
+            run_dir, summary = train_run(run_config, out, err_console)
+    from attnmtl.engine.distributed import current, shutdown
+
+    job = current()
+    shutdown()
+    if job is not None and not job.main:  # under torchrun, rank 0 alone reports
+        return
     console.print(results_table(summary["tasks"], f"test results ({summary['selected']} model)"))
     console.print(f"run directory: {run_dir}")
 
@@ -293,7 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point.
 
     Usage errors (click's, raised by typer) and ValueErrors from attnmtl's own checks both end as
-    one line on stderr with exit code 2.
+    one line on stderr with exit code 2. A training run stopped by SIGINT or SIGTERM (the
+    trainer's ``TrainingInterrupted``, which has click's ``format_message``/``exit_code``) ends
+    with one line saying how to resume, and exit code 130 or 143.
     """
     try:
         code = app(args=argv, prog_name="attnmtl", standalone_mode=False)

@@ -22,7 +22,8 @@ def test_a_run_leaves_config_checkpoints_metrics_and_summary(tmp_path):
     run_dir, summary = _train(tmp_path, train={"tensorboard": True})
     names = {p.name for p in run_dir.iterdir()}
     assert {"config.yaml", "checkpoints", "metrics.jsonl", "summary.json", "tb"} <= names
-    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"best", "last"}
+    kept = {p.name for p in (run_dir / "checkpoints").iterdir() if not p.name.startswith(".")}
+    assert kept == {"best", "last"}  # (plus each one's previous generation, .<name>.prev)
     saved = json.loads((run_dir / "summary.json").read_text())
     assert set(saved["tasks"]) == {"cls", "reg"}
     assert 0.0 <= saved["tasks"]["cls"]["accuracy"] <= 1.0

@@ -9,28 +9,56 @@ A checkpoint is a folder ``checkpoints/<name>/`` holding
   not tensors, and the SHA-256 of both tensor files.
 
 Nothing is unpickled on load. A folder is first written in full under a temporary name,
-every file fsync-ed, then swapped in with renames (the previous version is kept until the new one
-is in place), so a crash at any moment leaves a complete checkpoint — the new one or the old.
+every file fsync-ed, then swapped in with renames, so a crash at any moment leaves a complete
+checkpoint — the new one or the old. The generation it replaces is kept beside it as
+``.<name>.prev`` (so checkpoints take twice their size on disk): a current checkpoint that fails
+its checks later (a truncated or flipped file, or a swap cut between its renames) is replaced on
+load by the previous one, with a :class:`CheckpointFallbackWarning` naming both. A write that
+fails (a full disk) raises :class:`CheckpointWriteError` and leaves what was there untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 FORMAT_VERSION = 1
+TENSOR_FILES = ("model.safetensors", "optimizer.safetensors")
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (e.g. a full disk); the one already there is intact."""
+
+
+class CheckpointFallbackWarning(UserWarning):
+    """A checkpoint failed its checks and its previous generation was loaded instead."""
+
+
+def previous_path(folder: Path) -> Path:
+    """Where the generation that ``folder``'s current checkpoint replaced is kept."""
+    return folder.with_name(f".{folder.name}.prev")
+
+
+def checkpoint_exists(folder: Path) -> bool:
+    """Whether a checkpoint was ever written at ``folder`` (intact or not, current or previous)."""
+    return folder.is_dir() or previous_path(folder).is_dir()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -156,83 +184,189 @@ def save_checkpoint(
     resume_state: Mapping[str, Any],
     meta: Mapping[str, Any],
 ) -> Path:
-    """Write a checkpoint folder atomically (see the module docstring); returns its path."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    """Write a checkpoint folder atomically, keeping the one it replaces as the previous
+    generation (see the module docstring); returns its path.
+
+    Raises:
+        CheckpointWriteError: the disk is full or not writable; nothing already there changed.
+    """
+    tmp: Path | None = None
     try:
-        named = [(f"model.{k}", v) for k, v in model_state.items()]
-        named += [(f"weighting.{k}", v) for k, v in weighting_state.items()]
-        weights, aliases = dedupe(named)
-        save_file(weights, str(tmp / "model.safetensors"))
-        tensors: dict[str, Tensor] = {}
-        structure = split_state(dict(resume_state), "resume", tensors)
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        for name in ("model.safetensors", "optimizer.safetensors"):
-            with (tmp / name).open("rb") as f:
-                os.fsync(f.fileno())
-        state = {
-            "format": FORMAT_VERSION,
-            "meta": dict(meta),
-            "resume": structure,
-            "aliases": aliases,
-            "sha256": {n: sha256(tmp / n) for n in ("model.safetensors", "optimizer.safetensors")},
-        }
-        write_json_atomic(tmp / "state.json", state, strict=False)
-        old = folder.with_name(f".{folder.name}.old")
-        if not folder.exists() and old.exists():  # an earlier swap was cut between its renames:
-            os.replace(old, folder)  # the surviving copy goes back first, never deleted
-        if old.exists():
-            shutil.rmtree(old)
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        _fsync_dir(folder.parent)
-        if old.exists():
-            shutil.rmtree(old)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # left by a killed save
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+        _write_folder(tmp, model_state, weighting_state, resume_state, meta)
+        _swap_in(tmp, folder)
+    except (OSError, SafetensorError) as err:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        code, reason = _os_error(err)
+        raise CheckpointWriteError(
+            code,
+            f"cannot write checkpoint {folder.name!r} ({reason}); what was there is intact",
+            str(folder),
+        ) from err
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
 
 
-def _read(folder: Path) -> Checkpoint:
-    state_path = folder / "state.json"
+def _write_folder(
+    tmp: Path,
+    model_state: Mapping[str, Tensor],
+    weighting_state: Mapping[str, Tensor],
+    resume_state: Mapping[str, Any],
+    meta: Mapping[str, Any],
+) -> None:
+    """Every file of a checkpoint into the (new, empty) folder ``tmp``, fsync-ed."""
+    named = [(f"model.{k}", v) for k, v in model_state.items()]
+    named += [(f"weighting.{k}", v) for k, v in weighting_state.items()]
+    weights, aliases = dedupe(named)
+    save_file(weights, str(tmp / "model.safetensors"))
+    tensors: dict[str, Tensor] = {}
+    structure = split_state(dict(resume_state), "resume", tensors)
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    for name in TENSOR_FILES:
+        with (tmp / name).open("rb") as f:
+            os.fsync(f.fileno())
+    state = {
+        "format": FORMAT_VERSION,
+        "meta": dict(meta),
+        "resume": structure,
+        "aliases": aliases,
+        "sha256": {n: sha256(tmp / n) for n in TENSOR_FILES},
+    }
+    write_json_atomic(tmp / "state.json", state, strict=False)
+
+
+def _swap_in(tmp: Path, folder: Path) -> None:
+    """Rename the complete ``tmp`` to ``folder``; the current one becomes the previous generation.
+
+    Every step is one rename, so a crash between two leaves whole folders only: at worst no
+    ``folder`` but its previous generation, which :func:`load_checkpoint` falls back to. The
+    generation dropped is first renamed to a temporary name (removed by the next save if a
+    crash leaves it), never deleted in place. A rename that fails is undone.
+    """
+    previous, trash = previous_path(folder), tmp.with_name(f"{tmp.name}.trash")
+    moved: list[tuple[Path, Path]] = []
     try:
-        state = json.loads(state_path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        if folder.exists():
+            if previous.exists():
+                os.replace(previous, trash)
+                moved.append((previous, trash))
+            os.replace(folder, previous)
+            moved.append((folder, previous))
+        os.replace(tmp, folder)
+    except OSError:
+        for source, target in reversed(moved):
+            with contextlib.suppress(OSError):
+                os.replace(target, source)
+        raise
+    _fsync_dir(folder.parent)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _os_error(err: BaseException) -> tuple[int, str]:
+    """(errno, reason) of a failed write; safetensors reports OS errors in its message."""
+    if isinstance(err, OSError) and err.errno is not None:
+        return err.errno, err.strerror or str(err)
+    found = re.search(r"os error (\d+)", str(err))
+    if found:
+        return int(found.group(1)), os.strerror(int(found.group(1)))
+    return errno.EIO, str(err)
+
+
+def read_checkpoint(folder: Path) -> Checkpoint:
+    """Load and verify exactly ``folder`` (no fallback). Raises ValueError naming the folder and
+    the file when it is missing, unreadable or fails its checksum."""
+    if not folder.is_dir():
+        raise ValueError(f"checkpoint {folder}: not found")
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        version, digests = state.get("format"), dict(state["sha256"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"checkpoint {folder}: unreadable state.json ({err})") from None
-    if state.get("format") != FORMAT_VERSION:
-        raise ValueError(
-            f"checkpoint {folder}: format {state.get('format')!r}; expected {FORMAT_VERSION}"
-        )
-    for name, digest in state["sha256"].items():
+    if version != FORMAT_VERSION:
+        raise ValueError(f"checkpoint {folder}: format {version!r}; expected {FORMAT_VERSION}")
+    for name, digest in digests.items():
         if not (folder / name).is_file() or sha256(folder / name) != digest:
             raise ValueError(
                 f"checkpoint {folder}: {name} is missing or does not match its checksum"
             )
-    weights = load_file(str(folder / "model.safetensors"))
-    for alias, source in state.get("aliases", {}).items():
-        weights[alias] = weights[source]
-    tensors = load_file(str(folder / "optimizer.safetensors"))
+    try:
+        weights = load_file(str(folder / "model.safetensors"))
+        tensors = load_file(str(folder / "optimizer.safetensors"))
+        for alias, source in state.get("aliases", {}).items():
+            weights[alias] = weights[source]
+        resume: dict[str, Any] = join_state(state["resume"], tensors)
+    except (SafetensorError, OSError, KeyError, TypeError) as err:
+        raise ValueError(f"checkpoint {folder}: unreadable ({err})") from None
     model = {k[6:]: v for k, v in weights.items() if k.startswith("model.")}
     weighting = {k[10:]: v for k, v in weights.items() if k.startswith("weighting.")}
-    resume: dict[str, Any] = join_state(state["resume"], tensors)
     return Checkpoint(model, weighting, resume, state["meta"], folder)
 
 
-def load_checkpoint(folder: Path) -> Checkpoint:
-    """Load and verify a checkpoint folder; falls back to the previous version left by an
-    interrupted swap. Raises ValueError naming the folder when neither is intact."""
-    candidates = [folder, folder.with_name(f".{folder.name}.old")]
-    errors = []
-    for candidate in candidates:
-        if candidate.is_dir():
-            try:
-                return _read(candidate)
-            except ValueError as err:
-                errors.append(str(err))
-    detail = "; ".join(errors) if errors else "not found"
-    raise ValueError(f"no intact checkpoint at {folder} ({detail})")
+def load_checkpoint(folder: Path, repair: bool = False) -> Checkpoint:
+    """Load and verify checkpoint ``folder``, or its previous generation when it fails.
+
+    A ``folder`` that is missing, truncated or fails its checksum is replaced by the previous
+    generation (``.<name>.prev``, see :func:`save_checkpoint`), with a
+    :class:`CheckpointFallbackWarning` that names the bad file and the checkpoint used.
+
+    Args:
+        folder: the checkpoint folder, e.g. ``run/checkpoints/last``.
+        repair: after a fallback, also move the bad folder aside (to ``.<name>.corrupt``) and
+            the previous generation back in its place — what a run about to continue (and save
+            again) wants, so the bad one never becomes the kept previous generation.
+
+    Raises:
+        ValueError: naming the folder, when neither generation is intact.
+    """
+    previous = previous_path(folder)
+    try:
+        return read_checkpoint(folder)
+    except ValueError as err:
+        problem = str(err)
+    if not previous.is_dir():
+        raise ValueError(f"no intact checkpoint at {folder} ({problem})")
+    try:
+        checkpoint = read_checkpoint(previous)
+    except ValueError as err:
+        raise ValueError(f"no intact checkpoint at {folder} ({problem}; {err})") from None
+    step = checkpoint.meta.get("step") if isinstance(checkpoint.meta, dict) else None
+    used = f"{previous}" + (f" (step {step})" if step is not None else "")
+    if repair:
+        corrupt = folder.with_name(f".{folder.name}.corrupt")
+        if folder.exists():
+            shutil.rmtree(corrupt, ignore_errors=True)
+            os.replace(folder, corrupt)
+            used += f"; the bad one is kept as {corrupt.name}"
+        os.replace(previous, folder)
+        _fsync_dir(folder.parent)
+        checkpoint.path = folder
+    warnings.warn(
+        f"{problem}; using the previous checkpoint {used}", CheckpointFallbackWarning, stacklevel=2
+    )
+    return checkpoint
+
+
+def load_reporting(folder: Path, log: Callable[[str], Any], repair: bool = False) -> Checkpoint:
+    """:func:`load_checkpoint`, with a fallback reported through ``log`` (e.g. a console's)
+    instead of as a Python warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CheckpointFallbackWarning)
+        checkpoint = load_checkpoint(folder, repair)
+    for warning in caught:
+        if issubclass(warning.category, CheckpointFallbackWarning):
+            log(f"warning: {warning.message}")
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return checkpoint
 
 
 def rng_state() -> dict[str, Any]:

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from attnmtl.config import RunConfig, apply_overrides, dump_config, parse_config, read_yaml
+from attnmtl.engine.checkpoint import Checkpoint, checkpoint_exists, load_reporting
+from attnmtl.engine.distributed import init_distributed
 from attnmtl.engine.setup import build_data, build_model, seed_everything
-from attnmtl.engine.trainer import Trainer, load_last
+from attnmtl.engine.trainer import Trainer
 
 RESUMABLE_KEYS = ("train.epochs", "train.progress", "train.device", "train.threads")
 
@@ -51,8 +53,15 @@ def train_run(
     console: Console | None = None,
     write: bool = True,
 ) -> tuple[Path | None, dict[str, Any]]:
-    """Train a new run; returns its directory (None when ``write`` is False) and summary."""
+    """Train a new run; returns its directory (None when ``write`` is False) and summary.
+
+    Under torchrun every process trains its shard (:mod:`attnmtl.engine.distributed`); rank 0
+    alone creates the directory, writes, logs and reports.
+    """
     console = console or Console(stderr=True)
+    job = init_distributed(config.train.device)
+    if job is not None and not job.main:
+        console, write = Console(stderr=True, quiet=True), False
     seed_everything(config.train.seed, config.train.deterministic)
     splits = build_data(config)
     seed_everything(config.train.seed, config.train.deterministic)  # model init: own stream
@@ -98,8 +107,14 @@ def complete_run(
 def resume_run(
     run_dir: Path, overrides: Sequence[str] = (), console: Console | None = None
 ) -> tuple[Path, dict[str, Any]]:
-    """Continue ``run_dir`` from its last checkpoint (``train.epochs`` may be raised)."""
+    """Continue ``run_dir`` from its last checkpoint (``train.epochs`` may be raised).
+
+    A ``last`` checkpoint that fails its checks is replaced by its previous generation, with a
+    warning; a run killed before its first checkpoint starts again from the beginning; a run
+    whose training ended but whose summary or report was not written gets them written.
+    """
     console = console or Console(stderr=True)
+    job = None
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ValueError(f"--resume {run_dir}: not a run directory (no config.yaml)")
@@ -111,25 +126,53 @@ def resume_run(
             )
     saved = parse_config(read_yaml(config_path))
     config = parse_config(apply_overrides(read_yaml(config_path), overrides))
-    checkpoint = load_last(run_dir)
-    check_resumable(saved, config, checkpoint.meta)
-    seed_everything(config.train.seed, config.train.deterministic)
+    job = init_distributed(config.train.device)
+    main = job is None or job.main
+    if not main:
+        console = Console(stderr=True, quiet=True)
+    if job is not None and not main:
+        job.barrier()  # rank 0 repairs a damaged `last` first
+    last = run_dir / "checkpoints" / "last"
+    checkpoint: Checkpoint | None = None
+    if checkpoint_exists(last):
+        checkpoint = load_reporting(last, console.log, repair=main)
+    if job is not None and main:
+        job.barrier()
+    if checkpoint is not None:
+        check_resumable(saved, config, checkpoint.meta, run_complete(run_dir, saved))
+    seed_everything(config.train.seed, config.train.deterministic)  # as train_run does
     splits = build_data(config)
+    seed_everything(config.train.seed, config.train.deterministic)
     model = build_model(config, splits)
-    trainer = Trainer(config, splits, model, run_dir, console)
-    trainer.restore(checkpoint)
+    trainer = Trainer(config, splits, model, run_dir if main else None, console)
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
+    if not main:
+        return run_dir, trainer.fit()
     if config != saved:
         write_text_atomic(config_path, dump_config(config))
-    console.log(
-        f"resuming {run_dir} at epoch {trainer.position.epoch + 1}, batch {trainer.position.batch}"
-    )
+    if checkpoint is None:  # killed before its first checkpoint: its partial logs go
+        shutil.rmtree(run_dir / "tb", ignore_errors=True)
+        console.log(f"{run_dir} has no checkpoint yet: training from the start")
+    else:
+        position = trainer.position
+        console.log(f"resuming {run_dir} at epoch {position.epoch + 1}, batch {position.batch}")
     return run_dir, complete_run(run_dir, trainer, trainer.fit(), console)
 
 
-def check_resumable(saved: RunConfig, config: RunConfig, meta: Mapping[str, Any]) -> None:
-    """Refuse a resume that cannot continue the run as it was."""
+def run_complete(run_dir: Path, config: RunConfig) -> bool:
+    """Whether everything a finished run writes is there (summary.json, and report.html when
+    ``train.report``); both are written last."""
+    names = ["summary.json"] + (["report.html"] if config.train.report else [])
+    return all((run_dir / name).is_file() for name in names)
+
+
+def check_resumable(
+    saved: RunConfig, config: RunConfig, meta: Mapping[str, Any], complete: bool = True
+) -> None:
+    """Refuse a resume that cannot continue the run as it was (or has nothing left to do)."""
     done, epochs = int(meta["epoch"]), config.train.epochs
-    if done >= epochs and int(meta["batch"]) == 0:
+    if done >= epochs and int(meta["batch"]) == 0 and complete:
         raise ValueError(
             f"the run has finished ({done} of {saved.train.epochs} epochs); raise train.epochs "
             "to train further"
@@ -170,4 +213,4 @@ def load_run_config(run_dir: Path) -> RunConfig:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise ValueError(f"{run_dir}: not a run directory (no config.yaml)")
-    return parse_config(yaml.safe_load(path.read_text()) or {})
+    return parse_config(read_yaml(path))

@@ -7,12 +7,18 @@ exactly — model, optimizer, schedule, strategy state, every RNG, the shuffling
 was at the start of the current epoch and the number of batches already done — goes into each
 checkpoint, so on CPU with a fixed seed a run that is killed and resumed ends with the same
 weights as one that was not.
+
+Faults: SIGINT and SIGTERM stop the loop at the next step boundary, after writing ``last``
+(:class:`StopRequests`, :class:`TrainingInterrupted`); a non-finite task loss stops the run
+with an error naming the task, or skips that step (``train.nonfinite``), never silently.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -29,10 +35,12 @@ from attnmtl.data.dataset import batch_indices
 from attnmtl.engine.checkpoint import (
     Checkpoint,
     load_checkpoint,
+    load_reporting,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
+from attnmtl.engine.distributed import current as current_job
 from attnmtl.engine.logger import RunLogger, TrainProgress
 from attnmtl.engine.objective import label_counts, task_losses
 from attnmtl.engine.setup import (
@@ -61,6 +69,69 @@ class Position:
     best: float | None = None
     best_epoch: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0  # steps skipped for a non-finite loss (train.nonfinite=skip), in all
+    epoch_skipped: int = 0  # ... and in the running epoch
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT or SIGTERM at a step boundary, after writing ``last``.
+
+    ``exit_code`` is 128 + the signal's number (130 for SIGINT, 143 for SIGTERM), as a shell
+    reports a process the signal ended; the command line prints ``format_message()`` and exits
+    with it (as it does for click's exceptions).
+    """
+
+    def __init__(self, signum: int, step: int, run_dir: Path | None) -> None:
+        self.signum, self.step, self.run_dir = signum, step, run_dir
+        self.exit_code = 128 + signum
+        hint = f"; resume with attnmtl train --resume {run_dir}" if run_dir is not None else ""
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}{hint}")
+
+    def format_message(self) -> str:
+        """The one line the command line prints."""
+        return str(self)
+
+
+class StopRequests:
+    """While entered, SIGINT and SIGTERM only ask the training loop to stop (``signum``).
+
+    The loop looks at ``signum`` between steps, so a step, an evaluation or a checkpoint is
+    never cut in half. A second signal does what the signal did before (Ctrl-C twice: a
+    KeyboardInterrupt at once). Handlers are installed only in the main thread (Python allows
+    no other), never over an ignored signal (a shell's background job ignores SIGINT), and the
+    previous ones are restored on exit.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    self.previous[signum] = signal.signal(signum, self.request)
+        return self
+
+    def request(self, signum: int, frame: Any) -> None:
+        """The handler: remember the first signal; a second one is handled as before."""
+        if self.signum is None:
+            self.signum = signum
+            return
+        signal.signal(signum, self.restored(signum))
+        signal.raise_signal(signum)
+
+    def restored(self, signum: int) -> Any:
+        """The handler that was installed before (the default one if it was not Python's)."""
+        previous = self.previous.get(signum)
+        return signal.SIG_DFL if previous is None else previous
+
+    def __exit__(self, *exc: object) -> None:
+        for signum in self.previous:
+            signal.signal(signum, self.restored(signum))
+        self.previous = {}
 
 
 class Trainer:
@@ -88,11 +159,20 @@ class Trainer:
         if train.threads is not None:
             torch.set_num_threads(train.threads)
         self.device = resolve_device(train.device)
+        # Under torchrun: this process's rank and the job (see attnmtl.engine.distributed).
+        self.dist = current_job()
+        if self.dist is not None and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
         if train.amp and self.device.type != "cuda":
             raise ValueError("train.amp=true needs a CUDA device (train.device)")
         self.tasks = splits.tasks
         self.model = model.to(self.device)
         self.weighting = build_weighting(config, list(self.tasks)).to(self.device)
+        if self.dist is not None:  # every process starts from rank 0's weights; ranks > 0
+            self.dist.broadcast_module(self.model)  # get their own dropout stream (rank 0
+            self.dist.broadcast_module(self.weighting)  # keeps a single process's)
+            if self.dist.rank > 0:
+                torch.manual_seed(train.seed + self.dist.rank)
         self.optimizer = build_optimizer(config, self.model, self.weighting)
         self.steps_per_epoch = splits.train.num_batches(train.batch_size)
         self.schedule = build_schedule(config, self.optimizer, self.steps_per_epoch)
@@ -176,7 +256,7 @@ class Trainer:
         )
         train_time, train_samples = 0.0, 0
         try:
-            with TrainProgress(train.progress, self.console) as progress:
+            with TrainProgress(train.progress, self.console) as progress, StopRequests() as stop:
                 while pos.epoch < train.epochs:
                     epoch_start_state = self.shuffle.get_state()
                     order = batch_indices(
@@ -193,6 +273,11 @@ class Trainer:
                     sums, counts = self.epoch_sums, self.epoch_counts
                     tick, tick_samples = time.perf_counter(), 0
                     for index in order[pos.batch :]:
+                        if self.dist is not None:  # this process's part of the global batch
+                            if len(index) < self.dist.world:  # too small to share: dropped
+                                pos.batch += 1
+                                continue
+                            index = self.dist.shard(index)
                         batch = self.splits.train.batch(index).to(self.device, non_blocking=True)
                         losses, present, weights = self.step(batch)
                         for (task, loss), n in zip(losses.items(), present, strict=True):
@@ -219,13 +304,18 @@ class Trainer:
                                 **self.transfer_log(),
                             )
                             tick, tick_samples = time.perf_counter(), 0
-                        if (
+                        signum = self.agreed_stop(stop.signum)  # read once, the same everywhere
+                        if signum is not None or (
                             train.checkpoint_every
                             and pos.step % train.checkpoint_every == 0
                             and pos.batch < len(order)
                         ):
                             self.save("last", epoch_start_state)
+                        if signum is not None:
+                            raise TrainingInterrupted(signum, pos.step, self.run_dir)
                     self.end_epoch(logger, sums, counts)
+                    if stop.signum is not None:  # end_epoch has just written `last`
+                        raise TrainingInterrupted(stop.signum, pos.step, self.run_dir)
         finally:
             logger.close()
         return self.finish(train_time, train_samples)
@@ -244,7 +334,15 @@ class Trainer:
             output = self.model(batch.inputs, batch.lengths)
             losses = task_losses(output, batch, self.tasks, present_counts)
             terms = self.transfer(output, batch) if self.transfer is not None else {}
+        if self.dist is not None:  # global means in value, this shard's gradient (see module)
+            anchor = torch.stack([p.sum() for p in output.preds.values()]).sum() * 0
+            local = {t: n for t, n in zip(self.tasks, present_counts, strict=True) if n > 0}
+            losses, counts = self.dist.global_losses(losses, local, self.tasks, anchor)
+            present_counts = [counts.get(t, 0) for t in self.tasks]
         if not losses and not terms:  # nothing labelled, nothing to transfer: nothing to learn
+            return {}, [], {}
+        if not self.finite(losses, terms):  # train.nonfinite=skip: no update, no schedule step
+            self.optimizer.zero_grad(set_to_none=True)
             return {}, [], {}
         self.optimizer.zero_grad(set_to_none=True)
         if terms:
@@ -252,6 +350,7 @@ class Trainer:
             self.backward_transfer(torch.stack(list(terms.values())).sum(), cut)
         if not losses:
             weights: dict[str, Tensor] = {}
+            self.average_gradients()
             self.finish_step(batch)
             return {}, [], weights
         ctx = StepContext(
@@ -264,13 +363,63 @@ class Trainer:
             cut,
         )
         weights = self.weighting.backward(losses, ctx)
+        self.average_gradients()
         self.finish_step(batch)
         return losses, [n for n in present_counts if n > 0], weights
+
+    def finite(self, losses: Mapping[str, Tensor], terms: Mapping[str, Tensor]) -> bool:
+        """Whether every task loss and transfer term of the step is finite (one host sync).
+
+        If not, ``train.nonfinite`` decides: ``stop`` raises ValueError naming the task(s) and
+        the step; ``skip`` counts the step as skipped, says so at the first skip of each epoch
+        and returns False. (Non-finite gradients under float16 AMP are the GradScaler's.)
+        """
+        named = {f"task {t!r}": v for t, v in losses.items()}
+        named.update({f"transfer term {k!r}": v for k, v in terms.items()})
+        values = torch.stack([v.detach().float() for v in named.values()])  # (K,)
+        if self.dist is not None:  # a non-finite value on any process is seen by all
+            values = self.dist.all_sum(values.clone())
+        if bool(values.isfinite().all()):
+            return True
+        pos = self.position
+        bad = ", ".join(
+            f"{name} loss is {value}"
+            for name, value in zip(named, values.tolist(), strict=True)
+            if not math.isfinite(value)
+        )
+        where = f"at step {pos.step + 1} (epoch {pos.epoch + 1}, batch {pos.batch + 1})"
+        if self.config.train.nonfinite == "stop":
+            raise ValueError(
+                f"{bad} {where}; train.nonfinite=stop ends the run "
+                "(train.nonfinite=skip skips such steps)"
+            )
+        pos.skipped += 1
+        pos.epoch_skipped += 1
+        if pos.epoch_skipped == 1:
+            self.console.log(
+                f"warning: {bad} {where}: step skipped (train.nonfinite=skip); the epoch's "
+                "skipped steps are counted in metrics.jsonl, the run's in summary.json"
+            )
+        return False
 
     def transfer_log(self) -> dict[str, Any]:
         """The last step's transfer terms, for the train log (nothing without transfer)."""
         last = getattr(self, "last_transfer", None)
         return {"transfer": {k: float(v) for k, v in last.items()}} if last else {}
+
+    def average_gradients(self) -> None:
+        """Under torchrun: every trainable gradient averaged across processes (one all-reduce)."""
+        if self.dist is not None:
+            self.dist.average_gradients([*self.model.parameters(), *self.weighting.parameters()])
+
+    def agreed_stop(self, signum: int | None) -> int | None:
+        """A stop request every process acts on at the same step (the largest signal number
+        asked anywhere), so no process waits in a collective for one that has left."""
+        if self.dist is None:
+            return signum
+        flag = torch.tensor([signum or 0], dtype=torch.int64, device=self.device)
+        value = int(self.dist.all_max(flag))
+        return value or None
 
     def finish_step(self, batch: Batch) -> None:
         """Clip, step the optimizer and the schedule, let the strategy look at the result."""
@@ -301,7 +450,12 @@ class Trainer:
     def recompute(self, batch: Batch) -> dict[str, Tensor]:
         """The batch's task losses under the updated model, without gradient."""
         with torch.no_grad(), self.autocast():
-            return task_losses(self.model(batch.inputs, batch.lengths), batch, self.tasks)
+            counts = label_counts(batch, self.tasks)
+            losses = task_losses(self.model(batch.inputs, batch.lengths), batch, self.tasks, counts)
+        if self.dist is not None:  # the global batch's losses, as the strategy saw in backward
+            local = {t: n for t, n in zip(self.tasks, counts, strict=True) if n > 0}
+            losses, _ = self.dist.global_losses(losses, local, self.tasks)
+        return losses
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Mixed precision on CUDA when asked for; a no-op otherwise."""
@@ -328,7 +482,8 @@ class Trainer:
         pos, train = self.position, self.config.train
         train_loss = {t: float(sums[t]) / counts[t] for t in self.tasks if counts[t]}
         val = evaluate(self.model, self.splits.val, self.tasks, train.eval_batch_size, self.device)
-        logger.log("epoch", pos.step, epoch=pos.epoch, train_loss=train_loss, val=val)
+        skipped = {"skipped_steps": pos.epoch_skipped} if pos.epoch_skipped else {}
+        logger.log("epoch", pos.step, epoch=pos.epoch, train_loss=train_loss, val=val, **skipped)
         last = pos.epoch + 1 == train.epochs
         if logger.writer is not None and (last or pos.epoch % ATTENTION_IMAGES_EVERY == 0):
             self.log_attention(logger.writer, pos.step)
@@ -339,14 +494,15 @@ class Trainer:
         improved = pos.best is None or score < pos.best or math.isinf(pos.best)
         if improved:
             pos.best, pos.best_epoch = score, pos.epoch
-        pos.epoch, pos.batch = pos.epoch + 1, 0
+        pos.epoch, pos.batch, pos.epoch_skipped = pos.epoch + 1, 0, 0
         if improved:
             self.save("best", self.shuffle.get_state())
         self.save("last", self.shuffle.get_state())
         summary = " ".join(
             f"{t}:{m}={val[t][m]:.4f}" for t, m in self.primary_metrics() if t in val
         )
-        self.console.log(f"epoch {pos.epoch}/{train.epochs} val {summary}")
+        note = f" ({skipped['skipped_steps']} steps skipped)" if skipped else ""
+        self.console.log(f"epoch {pos.epoch}/{train.epochs} val {summary}{note}")
 
     def primary_metrics(self) -> Iterator[tuple[str, str]]:
         """(task, its primary metric) for every task."""
@@ -386,6 +542,8 @@ class Trainer:
             "best": pos.best,
             "best_epoch": pos.best_epoch,
             "history": pos.history,
+            "skipped_steps": pos.skipped,
+            "epoch_skipped_steps": pos.epoch_skipped,
         }
         save_checkpoint(
             self.run_dir / "checkpoints" / name,
@@ -406,6 +564,10 @@ class Trainer:
         self.weighting.load_extra_state(resume["weighting"])
         self.shuffle.set_state(resume["shuffle"])
         set_rng_state(resume["rng"])
+        if self.dist is not None and self.dist.rank > 0:  # each process its own stream again
+            torch.manual_seed(
+                self.config.train.seed + 1_000_003 * checkpoint.meta["step"] + self.dist.rank
+            )
         self.epoch_sums = {t: v.to(self.device) for t, v in resume["epoch_sums"].items()}
         self.epoch_counts = dict(resume["epoch_counts"])
         meta = checkpoint.meta
@@ -416,6 +578,8 @@ class Trainer:
             meta["best"],
             meta["best_epoch"],
             list(meta["history"]),
+            meta.get("skipped_steps", 0),
+            meta.get("epoch_skipped_steps", 0),
         )
 
     def finish(self, train_time: float, train_samples: int) -> dict[str, Any]:
@@ -423,7 +587,7 @@ class Trainer:
         train = self.config.train
         selected = "last"
         if train.test_on == "best" and self.run_dir is not None:
-            best = load_checkpoint(self.run_dir / "checkpoints" / "best")
+            best = load_reporting(self.run_dir / "checkpoints" / "best", self.console.log)
             self.model.load_state_dict(best.model)
             selected = "best"
         results = {}
@@ -440,6 +604,7 @@ class Trainer:
             "best_epoch": self.position.best_epoch,
             "epochs": self.position.epoch,
             "steps": self.position.step,
+            "skipped_steps": self.position.skipped,
             "train_samples_per_s": train_samples / train_time if train_time else None,
             "parameters": count_parameters(self.model),
             "data": self.splits.info,

@@ -147,6 +147,11 @@ class TaskEvaluator(nn.Module):
         super().__init__()
         self.tasks = dict(tasks)
         self.collections = nn.ModuleDict({n: task_metrics(t) for n, t in self.tasks.items()})
+        # Each process evaluates whole splits (see attnmtl.engine.distributed): never sync.
+        for module in self.modules():
+            if isinstance(module, torchmetrics.Metric):
+                module.sync_on_compute = False
+                module._to_sync = False  # what compute() reads (set from sync_on_compute)
 
     def update(
         self,

@@ -110,6 +110,21 @@ class TaskGradients:
                     accumulate(param, grad * c[k] if weighted else grad)
 
 
+def global_gram(grads: TaskGradients) -> Tensor:
+    """``GGᵀ`` of the global batch: this process's alone, or across a torchrun job (the
+    per-task gradients averaged in ``parameters`` mode; the local Grams summed over W² in
+    ``features`` mode, where each process holds the rows of its own samples)."""
+    from attnmtl.engine.distributed import current
+
+    job = current()
+    if job is None:
+        return grads.gram()
+    if grads.root is not None:
+        return job.gram(grads.gram(), features=True)
+    averaged = [job.mean(block) for block in grads.blocks]
+    return TaskGradients(averaged, [], None, [], []).gram()
+
+
 def accumulate(param: nn.Parameter, grad: Tensor) -> None:
     """Add ``grad`` to ``param.grad`` (setting it when there is none), as backward does."""
     if param.grad is None:
@@ -340,7 +355,7 @@ class GradientWeighting(Weighting):
         solve = ctx.step % self.update_every == 0
         grads = task_gradients(scaled, order, ctx, self.mode, self.engine, need_shared=solve)
         if solve:
-            gram = grads.gram().double()
+            gram = global_gram(grads).double()
             factor = ctx.scale(torch.ones((), dtype=stacked.dtype, device=stacked.device))
             gram = gram / factor.double() ** 2
             if bool(torch.isfinite(gram).all()):

@@ -20,9 +20,12 @@ def random_orders(k: int, device: torch.device | None = None) -> Tensor:
     Returns (K-1, K): column ``i`` is a permutation of ``{0..K-1} \\ {i}``, so row ``s`` holds
     every task's ``s``-th partner (the tasks advance together, one partner per round). One draw
     of K×K uniforms from torch's global generator on ``device``: column ``i`` sorts its keys,
-    with its own key set above the others (so ``i`` sorts last and is dropped).
+    with its own key set above the others (so ``i`` sorts last and is dropped). Under
+    torchrun every process uses rank 0's draw.
     """
-    keys = torch.rand(k, k, device=device)
+    from attnmtl.engine.distributed import agree
+
+    keys = agree(lambda: torch.rand(k, k, device=device))
     keys.diagonal().fill_(2.0)
     return keys.argsort(dim=0)[: k - 1]
 

@@ -25,8 +25,8 @@ class RandomLossWeighting(Weighting):
     shown that its weighting matters.
 
     The draws come from torch's global generator on the losses' device, so restoring the RNG
-    state from a checkpoint makes a resumed run draw the same weights. The strategy has no
-    state of its own.
+    state from a checkpoint makes a resumed run draw the same weights; under torchrun every
+    process uses rank 0's draw. The strategy has no state of its own.
 
     Args:
         tasks: names of all tasks, in order.
@@ -38,7 +38,9 @@ class RandomLossWeighting(Weighting):
         if not order:
             raise ValueError("losses is empty; expected the loss of at least one task")
         stacked = torch.stack([losses[t] for t in order])  # (K,)
-        draws = torch.randn(len(order), device=stacked.device)  # (K,)
+        from attnmtl.engine.distributed import agree
+
+        draws = agree(lambda: torch.randn(len(order), device=stacked.device))  # (K,), rank 0's
         weights = torch.softmax(draws, dim=0).to(stacked.dtype)  # (K,)
         ctx.scale((weights * stacked).sum()).backward()
         return dict(zip(order, weights.unbind(), strict=True))
