@@ -56,6 +56,7 @@ class AttentionExamples:
         gates: True when the weights are a gate over experts (``mmoe``), not over the input.
         labels: task → one text per example ("-" where the example is not labelled).
         preds: task → one text per example.
+        fusion: an attention-fusion model's weights over its sources (N, T, K), or None.
     """
 
     layout: str
@@ -65,6 +66,7 @@ class AttentionExamples:
     gates: bool
     labels: dict[str, list[str]]
     preds: dict[str, list[str]]
+    fusion: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
@@ -156,7 +158,35 @@ def collect_attention(
         gates=is_gated(model),
         labels=labels,
         preds=preds,
+        fusion=(
+            output.extras["fusion"].detach().float().cpu().numpy()
+            if "fusion" in output.extras
+            else None
+        ),
     )
+
+
+def fusion_figure(examples: AttentionExamples) -> Figure:
+    """An attention-fusion model's weights over its sources: one heatmap (source × step) per
+    example, padding left out."""
+    assert examples.fusion is not None
+    count = len(examples)
+    figure = new_figure(11, 1.2 + 1.1 * count)
+    axes = figure.subplots(count, 1, squeeze=False)[:, 0]
+    sources = examples.fusion.shape[-1]
+    for i, ax in enumerate(axes):
+        weights = examples.fusion[i]  # (T, K)
+        if examples.lengths is not None:
+            weights = weights[: examples.lengths[i]]
+        image = ax.imshow(weights.T, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
+        ax.set_yticks(range(sources), [f"source {k}" for k in range(sources)], fontsize=8)
+        ax.set_title(
+            f"#{i}: mean weight per source " + ", ".join(f"{w:.2f}" for w in weights.mean(0)),
+            fontsize=9,
+        )
+    axes[-1].set_xlabel("step")
+    figure.colorbar(image, ax=list(axes), fraction=0.02)
+    return figure
 
 
 def attention_note(examples: AttentionExamples, task: str) -> str | None:

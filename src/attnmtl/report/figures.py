@@ -186,23 +186,35 @@ def validation_figure(
     return figure
 
 
-def weights_figure(train_events: Sequence[Mapping[str, Any]]) -> Figure:
-    """The task weights the weighting strategy used at each logged step."""
+def series_figure(
+    train_events: Sequence[Mapping[str, Any]], key: str, ylabel: str, title: str
+) -> Figure:
+    """One line per name of the per-step mapping ``key`` of the train events."""
     figure = new_figure(11, 3.4)
     ax = figure.subplots()
-    weights = task_series(train_events, "weights")
-    tasks = list(weights)
-    for task, (steps, values) in weights.items():
-        ax.plot(steps, values, label=task, color=task_color(tasks, task), lw=1.4)
-    if weights:
+    series = task_series(train_events, key)
+    names = list(series)
+    for name, (steps, values) in series.items():
+        ax.plot(steps, values, label=name, color=task_color(names, name), lw=1.4)
+    if series:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
         ax.set_xlabel("step")
-        ax.set_ylabel("task weight")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     else:
-        _no_data(ax, "no task weights logged")
-    ax.set_title("task weights")
+        _no_data(ax, f"no {title} logged")
+    ax.set_title(title)
     return figure
+
+
+def weights_figure(train_events: Sequence[Mapping[str, Any]]) -> Figure:
+    """The task weights the weighting strategy used at each logged step."""
+    return series_figure(train_events, "weights", "task weight", "task weights")
+
+
+def transfer_figure(train_events: Sequence[Mapping[str, Any]]) -> Figure:
+    """Each weighted transfer term (teacher pairs, logits, cross-task) at each logged step."""
+    return series_figure(train_events, "transfer", "weighted term", "transfer terms")
 
 
 def pareto_front(points: Sequence[tuple[float, float]], higher: tuple[bool, bool]) -> list[bool]:

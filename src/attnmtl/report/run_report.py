@@ -31,15 +31,18 @@ from attnmtl.report.attention import (
     attention_figure,
     attention_note,
     collect_attention,
+    fusion_figure,
 )
 from attnmtl.report.figures import (
     figure_png,
     loss_figure,
     primary_metric,
+    transfer_figure,
     validation_figure,
     weights_figure,
 )
 
+FUSION = "fusion over sources"  # the attention section's entry for fusion weights
 SECTIONS = (
     ("summary", "Summary"),
     ("config", "Config"),
@@ -171,6 +174,8 @@ def attention_pngs(run_dir: Path, examples: int) -> tuple[dict[str, bytes | str]
     for task in splits.tasks:
         reason = attention_note(collected, task)
         figures[task] = reason if reason else figure_png(attention_figure(collected, task))
+    if collected.fusion is not None:  # an attention-fusion model: its weights over sources
+        figures[FUSION] = figure_png(fusion_figure(collected))
     return figures, folder.name, len(collected)
 
 
@@ -211,6 +216,8 @@ def build_report(run_dir: Path, *, examples: int = 4) -> Path:
             validation_figure(epoch_events, best_epoch, HIGHER_IS_BETTER)
         )
         plots["weights"] = figure_png(weights_figure(train_events))
+        if any("transfer" in e for e in train_events):
+            plots["transfer"] = figure_png(transfer_figure(train_events))
         body["curves"] = html.png_image(
             plots["loss"],
             "training loss per task and learning rate against step",
@@ -227,6 +234,13 @@ def build_report(run_dir: Path, *, examples: int = 4) -> Path:
             "task weights against step",
             "The weight the weighting strategy gave each task's loss at each logged step.",
         )
+        if "transfer" in plots:
+            body["weights"] += html.png_image(
+                plots["transfer"],
+                "transfer terms against step",
+                "Each weighted transfer term (teacher pairs, logit distillation, cross-task "
+                "attention) on the logged batches.",
+            )
     body["attention"] = _attention_section(run_dir, examples, plots)
     for key in OPTIONAL_SECTIONS:
         value = None if summary is None else summary.get(key)
@@ -267,7 +281,17 @@ def _attention_section(run_dir: Path, examples: int, plots: dict[str, bytes]) ->
     ]
     for task, figure in figures.items():
         parts.append(f"<h3>{html.escape(task)}</h3>")
-        if isinstance(figure, bytes):
+        if task == FUSION and isinstance(figure, bytes):
+            plots["fusion"] = figure
+            parts.append(
+                html.png_image(
+                    figure,
+                    "attention-fusion weights over the source models at each step",
+                    "Each row is one frozen source model; the colour is its fusion weight at "
+                    "that step (the weights over sources sum to 1).",
+                )
+            )
+        elif isinstance(figure, bytes):
             plots[f"attention-{task}"] = figure
             parts.append(html.png_image(figure, f"attention of task {task}"))
         else:
