@@ -23,9 +23,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _worker(rank: int, world: int, port: int, queue: mp.Queue) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _worker(rank: int, world: int, rendezvous: str, queue: mp.Queue) -> None:
+    # a file rendezvous: no port to race for on a shared machine
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
     torch.manual_seed(0)
     job = Distributed(rank, world, rank)
     # one global batch of 6 samples, two tasks; task "b" labelled on rank 1's shard only
@@ -41,11 +41,19 @@ def _worker(rank: int, world: int, port: int, queue: mp.Queue) -> None:
         if m.any():
             local[name] = (pred[m] ** 2).mean()
             counts[name] = int(m.sum())
-    losses, global_counts = job.global_losses(local, counts, ["a", "b"], anchor=pred.sum() * 0)
+    losses, global_counts = job.global_losses(
+        local, counts, ["a", "b"], anchor=lambda t: pred.sum() * 0
+    )
     # a strategy that uses the values non-linearly: Σ log L_k
     total = sum(torch.log(v) for v in losses.values())
     total.backward()
-    job.average_gradients([w])
+    unused = torch.zeros(2, requires_grad=True)  # no gradient on any process: stays None
+    one_sided = torch.zeros(2, requires_grad=True)  # a gradient on rank 1 only: halved
+    if rank == 1:
+        one_sided.grad = torch.tensor([2.0, 4.0])
+    job.average_gradients([w, unused, one_sided])
+    assert unused.grad is None
+    assert one_sided.grad is not None and one_sided.grad.tolist() == [1.0, 2.0]
     # features-mode Gram: rows of this rank's samples only
     g = torch.ones(2, 3)  # (K, this rank's 3 samples)
     gram = job.gram(g @ g.T, features=True)
@@ -61,16 +69,17 @@ def _worker(rank: int, world: int, port: int, queue: mp.Queue) -> None:
     dist.destroy_process_group()
 
 
-def test_global_losses_gradient_and_gram_match_one_process() -> None:
+def test_global_losses_gradient_and_gram_match_one_process(tmp_path) -> None:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, queue)) for r in range(2)]
+    rendezvous = f"file://{tmp_path / 'rendezvous'}"
+    procs = [ctx.Process(target=_worker, args=(r, 2, rendezvous, queue)) for r in range(2)]
     for p in procs:
         p.start()
-    results = dict((item[0], item[1:]) for item in (queue.get(timeout=120) for _ in procs))
+    results = dict((item[0], item[1:]) for item in (queue.get(timeout=300) for _ in procs))
     for p in procs:
         p.join(timeout=60)
+        assert p.exitcode == 0, f"a worker ended with exit code {p.exitcode}"
     # the single-process reference on the whole global batch
     torch.manual_seed(0)
     w = torch.randn(3, requires_grad=True)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -54,6 +54,7 @@ class Distributed:
     rank: int
     world: int
     local_rank: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # NCCL: CUDA
 
     @property
     def main(self) -> bool:
@@ -84,20 +85,33 @@ class Distributed:
         return index.tensor_split(self.world)[self.rank]
 
     def average_gradients(self, params: Iterable[nn.Parameter]) -> None:
-        """Average every parameter's gradient across processes (one flat all-reduce); a
-        parameter without a gradient here counts as zero and gets one if another has it."""
+        """Average every parameter's gradient across processes (one flat all-reduce).
+
+        A parameter without a gradient here counts as zero where another process has one; a
+        parameter no process has a gradient for keeps none (as in one process, where Adam then
+        leaves it alone), so the buffer carries a has-gradient flag per parameter.
+        """
         params = [p for p in params if p.requires_grad]
         if not params:
             return
-        flat = torch.cat(
-            [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params]
+        parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params]
+        flags = torch.tensor(
+            [p.grad is not None for p in params], dtype=parts[0].dtype, device=parts[0].device
         )
-        self.all_sum(flat).div_(self.world)
+        flat = self.all_sum(torch.cat([*parts, flags]))
+        flat[: -len(params)].div_(self.world)
+        seen = flat[-len(params) :].tolist()
         offset = 0
-        for p in params:
+        for p, any_grad in zip(params, seen, strict=True):
             n = p.numel()
-            p.grad = flat[offset : offset + n].view_as(p).clone()
+            p.grad = flat[offset : offset + n].view_as(p).clone() if any_grad else None
             offset += n
+
+    def broadcast_buffers(self, module: nn.Module) -> None:
+        """Rank 0's buffers (e.g. BatchNorm running statistics) in ``module`` everywhere."""
+        with torch.no_grad():
+            for tensor in module.buffers():
+                self.broadcast(tensor.data)
 
     def broadcast_module(self, module: nn.Module) -> None:
         """Rank 0's parameters and buffers in ``module`` on every process."""
@@ -110,17 +124,20 @@ class Distributed:
         losses: Mapping[str, Tensor],
         counts: Mapping[str, int],
         tasks: Iterable[str],
-        anchor: Tensor | None = None,
+        anchor: Callable[[str], Tensor] | None = None,
+        device: torch.device | None = None,
     ) -> tuple[dict[str, Tensor], dict[str, int]]:
         """Per task present in the global batch: the straight-through loss (module docstring)
         and the global count of its labelled samples.
 
-        ``anchor``: a zero that is part of this process's graph (e.g. ``0 * preds.sum()``),
-        added to the losses of tasks labelled only on other processes so that every loss
-        reaches the graph (with zero gradient from this shard).
+        ``anchor(task)``: a zero in this process's graph through that task's branch (e.g.
+        ``0 * preds[task].sum()``), added to the loss of a task labelled only on other
+        processes so that its loss reaches the graph (with zero gradient from this shard).
+        ``device``: where the counts are reduced (the run's device; NCCL needs CUDA tensors).
         """
         names = list(tasks)
-        device = next(iter(losses.values())).device if losses else torch.device("cpu")
+        if device is None:
+            device = next(iter(losses.values())).device if losses else torch.device("cpu")
         local = torch.zeros(2, len(names), dtype=torch.float64, device=device)
         for i, name in enumerate(names):
             if name in losses:
@@ -139,7 +156,7 @@ class Distributed:
                 scaled = losses[name] * (self.world * counts[name] / n_global)
                 out[name] = mean.to(scaled.dtype) + (scaled - scaled.detach())
             else:  # present elsewhere only: its value, no gradient from this shard
-                out[name] = mean if anchor is None else mean + anchor
+                out[name] = mean if anchor is None else mean + anchor(name)
         return out, global_counts
 
     def gram(self, gram: Tensor, features: bool) -> Tensor:
@@ -187,7 +204,8 @@ def init_distributed(device: str = "auto") -> Distributed | None:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    _current = Distributed(dist.get_rank(), dist.get_world_size(), local_rank)
+    where = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    _current = Distributed(dist.get_rank(), dist.get_world_size(), local_rank, where)
     return _current
 
 

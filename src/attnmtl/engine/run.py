@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -61,13 +62,16 @@ def train_run(
     console = console or Console(stderr=True)
     job = init_distributed(config.train.device)
     if job is not None and not job.main:
-        console, write = Console(stderr=True, quiet=True), False
+        console = Console(stderr=True, quiet=True)
+    # Checked on every process (same answer everywhere) before any collective, so a bad --out
+    # ends them all with the same line; rank 0 alone creates it.
+    planned = new_run_dir(out, config.name) if write else None
     seed_everything(config.train.seed, config.train.deterministic)
     splits = build_data(config)
     seed_everything(config.train.seed, config.train.deterministic)  # model init: own stream
     model = build_model(config, splits)
     trainer = Trainer(config, splits, model, None, console)
-    run_dir = new_run_dir(out, config.name) if write else None
+    run_dir = planned if job is None or job.main else None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=run_dir == out)  # a generated name is never reused
         write_text_atomic(run_dir / "config.yaml", dump_config(config))
@@ -130,14 +134,24 @@ def resume_run(
     main = job is None or job.main
     if not main:
         console = Console(stderr=True, quiet=True)
-    if job is not None and not main:
-        job.barrier()  # rank 0 repairs a damaged `last` first
     last = run_dir / "checkpoints" / "last"
     checkpoint: Checkpoint | None = None
-    if checkpoint_exists(last):
-        checkpoint = load_reporting(last, console.log, repair=main)
-    if job is not None and main:
-        job.barrier()
+    # Rank 0 loads (repairing a damaged `last`) first and tells the others whether it could;
+    # they then read what it left, so every process continues or fails alike.
+    failure: ValueError | None = None
+    if main and checkpoint_exists(last):
+        try:
+            checkpoint = load_reporting(last, console.log, repair=True)
+        except ValueError as err:
+            failure = err
+    if job is not None:
+        flag = torch.tensor([failure is not None], dtype=torch.int64, device=job.device)
+        if int(job.all_max(flag)):
+            raise failure or ValueError(f"no intact checkpoint at {last} (see rank 0's error)")
+        if not main and checkpoint_exists(last):
+            checkpoint = load_reporting(last, console.log, repair=False)
+    elif failure is not None:
+        raise failure
     if checkpoint is not None:
         check_resumable(saved, config, checkpoint.meta, run_complete(run_dir, saved))
     seed_everything(config.train.seed, config.train.deterministic)  # as train_run does

@@ -34,6 +34,7 @@ from attnmtl.data import Batch, DataSplits
 from attnmtl.data.dataset import batch_indices
 from attnmtl.engine.checkpoint import (
     Checkpoint,
+    CheckpointWriteError,
     load_checkpoint,
     load_reporting,
     rng_state,
@@ -314,10 +315,13 @@ class Trainer:
                         if signum is not None:
                             raise TrainingInterrupted(signum, pos.step, self.run_dir)
                     self.end_epoch(logger, sums, counts)
-                    if stop.signum is not None:  # end_epoch has just written `last`
-                        raise TrainingInterrupted(stop.signum, pos.step, self.run_dir)
+                    signum = self.agreed_stop(stop.signum)
+                    if signum is not None:  # end_epoch has just written `last`
+                        raise TrainingInterrupted(signum, pos.step, self.run_dir)
         finally:
             logger.close()
+            if self.transfer is not None:  # the capture hooks leave the model with the loop
+                self.transfer.close()
         return self.finish(train_time, train_samples)
 
     def step(self, batch: Batch) -> tuple[dict[str, Tensor], list[int], dict[str, Tensor]]:
@@ -335,9 +339,10 @@ class Trainer:
             losses = task_losses(output, batch, self.tasks, present_counts)
             terms = self.transfer(output, batch) if self.transfer is not None else {}
         if self.dist is not None:  # global means in value, this shard's gradient (see module)
-            anchor = torch.stack([p.sum() for p in output.preds.values()]).sum() * 0
             local = {t: n for t, n in zip(self.tasks, present_counts, strict=True) if n > 0}
-            losses, counts = self.dist.global_losses(losses, local, self.tasks, anchor)
+            losses, counts = self.dist.global_losses(
+                losses, local, self.tasks, lambda t: output.preds[t].sum() * 0, self.device
+            )
             present_counts = [counts.get(t, 0) for t in self.tasks]
         if not losses and not terms:  # nothing labelled, nothing to transfer: nothing to learn
             return {}, [], {}
@@ -454,7 +459,7 @@ class Trainer:
             losses = task_losses(self.model(batch.inputs, batch.lengths), batch, self.tasks, counts)
         if self.dist is not None:  # the global batch's losses, as the strategy saw in backward
             local = {t: n for t, n in zip(self.tasks, counts, strict=True) if n > 0}
-            losses, _ = self.dist.global_losses(losses, local, self.tasks)
+            losses, _ = self.dist.global_losses(losses, local, self.tasks, device=self.device)
         return losses
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -481,6 +486,8 @@ class Trainer:
         """Evaluate on validation data, log, keep the best and the last checkpoint."""
         pos, train = self.position, self.config.train
         train_loss = {t: float(sums[t]) / counts[t] for t in self.tasks if counts[t]}
+        if self.dist is not None:  # running statistics (BatchNorm): rank 0's everywhere, as
+            self.dist.broadcast_buffers(self.model)  # DDP's broadcast_buffers does
         val = evaluate(self.model, self.splits.val, self.tasks, train.eval_batch_size, self.device)
         skipped = {"skipped_steps": pos.epoch_skipped} if pos.epoch_skipped else {}
         logger.log("epoch", pos.step, epoch=pos.epoch, train_loss=train_loss, val=val, **skipped)
@@ -520,7 +527,26 @@ class Trainer:
     # ----------------------------------------------------------- checkpoints & summary
 
     def save(self, name: str, shuffle_state: Tensor) -> None:
-        """Write checkpoint ``name`` (``last`` or ``best``) if the run has a directory."""
+        """Write checkpoint ``name`` (``last`` or ``best``) if the run has a directory.
+
+        Under torchrun rank 0 writes and every process learns whether it could, so a failed
+        write ends every process with the same error instead of leaving them in a collective.
+        """
+        failure: OSError | None = None
+        try:
+            self._write(name, shuffle_state)
+        except OSError as err:
+            if self.dist is None:
+                raise
+            failure = err
+        if self.dist is not None:
+            flag = torch.tensor([failure is not None], dtype=torch.int64, device=self.device)
+            if int(self.dist.all_max(flag)):
+                raise failure or CheckpointWriteError(
+                    f"rank 0 could not write checkpoint {name!r}; see its error"
+                )
+
+    def _write(self, name: str, shuffle_state: Tensor) -> None:
         if self.run_dir is None:
             return
         pos = self.position

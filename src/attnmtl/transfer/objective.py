@@ -197,8 +197,9 @@ class TransferObjective:
         """name → weighted term, for the student ``output`` of ``batch``."""
         self.student_capture.active = False
         terms: dict[str, Tensor] = {}
-        steps = batch.lengths.max() if batch.lengths is not None else None
-        mask = padding_mask(batch, int(steps)) if steps is not None else None
+        # real steps over the batch's full width (records span it, not just the longest sample)
+        width = batch.inputs.shape[1] if isinstance(batch.inputs, Tensor) else None
+        mask = padding_mask(batch, width) if width is not None else None
         if self.teacher is not None:
             records, preds = self.teacher_outputs(batch)
             for name, pair in self.pairs.items():
@@ -218,6 +219,7 @@ class TransferObjective:
             terms[f"cross:{cross.source}->{cross.target}"] = cross.weight * attention_kl(
                 source, target, keys
             )
+        self.student_capture.clear()  # the graph holds what backward needs
         return terms
 
     def teacher_outputs(self, batch: Batch) -> tuple[dict[str, object], dict[str, Tensor]]:
