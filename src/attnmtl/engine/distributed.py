@@ -34,6 +34,12 @@ gradient — the one a single process would compute on the whole global batch:
 * **Metrics.** Per-epoch training losses are global (the losses' values are); validation and
   test run on every process over the whole split with identical weights, so every process holds
   the same scores; rank 0 alone logs and writes.
+* **Buffers.** BatchNorm normalises each shard with its own statistics (as DDP without
+  SyncBatchNorm); running statistics are rank 0's, broadcast before each evaluation (as DDP's
+  ``broadcast_buffers``).
+* **Failures.** What only rank 0 does (creating the run directory, loading ``last`` on resume,
+  writing checkpoints) is checked on, or its outcome shared with, every process, so all of them
+  stop with the same error and none waits in a collective for one that has left.
 """
 
 from __future__ import annotations
