@@ -224,6 +224,7 @@ class Trainer:
         # Try every term on two training samples now, before a run directory exists: a module
         # path that never runs or a teacher that does not fit the data fails here, in one line.
         probe = self.splits.train.batch(torch.arange(min(2, len(self.splits.train))))
+        probe.index = None  # not a training step: nothing goes into the teacher cache
         probe = probe.to(self.device)
         mode = self.model.training
         self.model.eval()
@@ -241,8 +242,6 @@ class Trainer:
             raise
         finally:
             self.model.train(mode)
-        if objective.cache is not None:
-            objective.cache = type(objective.cache)()  # start the cache with the first epoch
         return objective
 
     # ------------------------------------------------------------------ the loop
@@ -444,13 +443,8 @@ class Trainer:
         the shared parameters whatever the strategy.
         """
         self.scaler.scale(total).backward(retain_graph=True)
-        if cut is None or cut.root is None:
-            return
-        pending = [leaf.grad for leaf in cut.leaves.values() if leaf.grad is not None]
-        for leaf in cut.leaves.values():
-            leaf.grad = None
-        if pending:
-            cut.root.backward(torch.stack(pending).sum(0), retain_graph=True)
+        if cut is not None:
+            cut.carry_to_root()
 
     def recompute(self, batch: Batch) -> dict[str, Tensor]:
         """The batch's task losses under the updated model, without gradient."""

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from attnmtl.data.batch import Inputs
@@ -68,6 +69,18 @@ class FeatureSplit:
 
     root: Tensor | None = None
     leaves: dict[str, Tensor] = field(default_factory=dict)
+
+    def carry_to_root(self) -> None:
+        """Backpropagate what a backward pass left on the leaves on into the encoder (keeping
+        the graph) and clear them: how a term that is not a task loss, such as a transfer
+        term, reaches the shared parameters through the cut."""
+        if self.root is None:
+            return
+        pending = [leaf.grad for leaf in self.leaves.values() if leaf.grad is not None]
+        for leaf in self.leaves.values():
+            leaf.grad = None
+        if pending:
+            self.root.backward(torch.stack(pending).sum(0), retain_graph=True)
 
 
 class MultiTaskModel(nn.Module):

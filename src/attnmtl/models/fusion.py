@@ -128,14 +128,20 @@ class AttentionFusionMTL(MultiTaskModel):
     def task_modules(self, task: str) -> list[nn.Module]:
         return [self.attention[task], self.heads[task]]
 
+    def fuse(
+        self, inputs: Inputs, lengths: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The fused sequence (B, T, D), the weights (B, T, K) and the mask (B, T) or None."""
+        with torch.no_grad():  # the sources are frozen
+            outs = [encoder(inputs, lengths) for encoder in self.sources]
+        stacked = torch.stack([o.sequence for o in outs], 2)  # (B, T, K, D)
+        fused, weights = self.fusion(outs[self.base].sequence, stacked)
+        return fused, weights, outs[0].mask
+
     def forward(self, inputs: Inputs, lengths: Tensor | None = None) -> MultiTaskOutput:
         """Every task's predictions and attention (B, T), the fused sequence, and
         ``extras["fusion"]``: the weights (B, T, K) over the sources."""
-        with torch.no_grad():
-            outs = [encoder(inputs, lengths) for encoder in self.sources]
-        mask = outs[0].mask
-        stacked = torch.stack([o.sequence for o in outs], 2)  # (B, T, K, D)
-        fused, weights = self.fusion(outs[self.base].sequence, stacked)
+        fused, weights, mask = self.fuse(inputs, lengths)
         sequences = self.branch(fused)
         preds, attention = read_tasks(self.attention, self.heads, self.dropout, sequences, mask)
         return MultiTaskOutput(preds, attention, fused, {"fusion": weights})
@@ -143,10 +149,7 @@ class AttentionFusionMTL(MultiTaskModel):
     def fusion_weights(self, inputs: Inputs, lengths: Tensor | None = None) -> Tensor:
         """Per-sample weights (B, K) over the sources: the step weights averaged over real steps."""
         with torch.no_grad():
-            outs = [encoder(inputs, lengths) for encoder in self.sources]
-            stacked = torch.stack([o.sequence for o in outs], 2)
-            _, weights = self.fusion(outs[self.base].sequence, stacked)  # (B, T, K)
-        mask = outs[0].mask
+            _, weights, mask = self.fuse(inputs, lengths)  # (B, T, K)
         if mask is None:
             return weights.mean(1)
         m = mask.unsqueeze(-1).to(weights.dtype)  # (B, T, 1)

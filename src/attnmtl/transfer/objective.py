@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from attnmtl.config import TransferConfig, TransferPair
 from attnmtl.data.batch import Batch
+from attnmtl.encoders.pooling import lengths_to_mask
 from attnmtl.models.output import MultiTaskOutput
 from attnmtl.tasks import Task
 from attnmtl.transfer.capture import QKV, Capture
@@ -47,10 +48,7 @@ CAPTURE_KIND = {
 
 def padding_mask(batch: Batch, steps: int) -> Tensor | None:
     """(B, T) True at real steps, from the batch's lengths (None when all are real)."""
-    if batch.lengths is None:
-        return None
-    arange = torch.arange(steps, device=batch.lengths.device)
-    return arange[None, :] < batch.lengths[:, None]
+    return None if batch.lengths is None else lengths_to_mask(batch.lengths, steps)
 
 
 def pair_loss(pair: TransferPair, teacher: object, student: object, mask: Tensor | None) -> Tensor:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from attnmtl.data.batch import Inputs
+from attnmtl.encoders.pooling import lengths_to_mask
 from attnmtl.models.output import MultiTaskOutput
 
 # Short names of pretrained teachers shipped in PyPI packages: name → (package, loader).
@@ -105,8 +106,7 @@ class HFTeacher(nn.Module):
             )
         mask = torch.ones_like(inputs, dtype=torch.long)
         if lengths is not None:
-            steps = torch.arange(inputs.shape[1], device=inputs.device)
-            mask = (steps[None, :] < lengths[:, None]).long()  # (B, T)
+            mask = lengths_to_mask(lengths, inputs.shape[1]).long()  # (B, T)
         out: Any = self.model(input_ids=inputs, attention_mask=mask)
         return MultiTaskOutput({}, {}, out.last_hidden_state)
 

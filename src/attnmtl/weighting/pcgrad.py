@@ -5,12 +5,10 @@ Axes: K tasks present in the batch, K-1 other tasks each task visits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
-from attnmtl.weighting.gradient import Engine, GradientWeighting, Mode
+from attnmtl.weighting.gradient import GradientWeighting
 from attnmtl.weighting.registry import register_weighting
 
 
@@ -60,17 +58,6 @@ class PCGrad(GradientWeighting):
     Args:
         tasks: names of all tasks, in order.
     """
-
-    task_gradients = "raw"
-
-    def __init__(
-        self,
-        tasks: Sequence[str],
-        mode: Mode = "parameters",
-        update_every: int = 1,
-        engine: Engine = "batched",
-    ) -> None:
-        super().__init__(tasks, mode=mode, update_every=update_every, engine=engine)
 
     def combine(self, gram: Tensor, losses: Tensor, index: list[int]) -> Tensor:
         """``c = 1ᵀC`` of the projected gradients ``g_i' = Σ_j C_ij g_j``."""
