@@ -26,7 +26,8 @@ from attnmtl.engine.trainer import StopRequests, Trainer, TrainingInterrupted
 from .conftest import toy_config, toy_mt
 
 # 96 training samples in batches of 16: 6 steps an epoch; `last` every 4 steps and each epoch.
-TRAIN = {"epochs": 3, "checkpoint_every": 4, "report": False, "log_every": 1}
+# Every run here trains on one stated intra-op thread count, so runs compare bit for bit.
+TRAIN = {"epochs": 3, "checkpoint_every": 4, "report": False, "log_every": 1, "threads": 1}
 STEPS = 18
 BAD_SAMPLE = 6  # in batches 4, 3 and 5 of the three epochs (seed 0)
 
@@ -143,6 +144,33 @@ def test_a_signal_during_the_last_evaluation_stops_and_resume_writes_the_summary
     _same(_weights(reference), _weights(run_dir))
     with pytest.raises(ValueError, match="the run has finished"):
         resume_run(run_dir, console=_console())
+
+
+def test_resume_under_another_thread_count_warns_once_and_the_same_count_does_not(
+    tmp_path, monkeypatch
+):
+    _signal_at(monkeypatch, signal.SIGTERM, 4)
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        train_run(_config(), run_dir, _console())
+    monkeypatch.undo()
+    meta = load_checkpoint(run_dir / "checkpoints" / "last").meta
+    assert (meta["threads"], meta["device"]) == (1, "cpu")  # recorded in the checkpoint
+    _signal_at(monkeypatch, signal.SIGTERM, 8)  # resume under 1 thread, stop again
+    quiet = _console()
+    with pytest.raises(TrainingInterrupted):
+        resume_run(run_dir, console=quiet)
+    assert "bit-identical" not in quiet.file.getvalue()
+    monkeypatch.undo()
+    loud = _console()
+    resume_run(run_dir, ["train.threads=2"], console=loud)
+    text = " ".join(loud.file.getvalue().split())
+    assert text.count("bit-identical") == 1, text
+    assert (
+        "warning: the checkpoint was written with 1 intra-op thread(s) on cpu, this process has "
+        "2 on cpu: training continues, but will not end bit-identical to an uninterrupted run; "
+        "set train.threads=1 to match"
+    ) in text
 
 
 def test_a_second_signal_acts_as_before(tmp_path, monkeypatch):

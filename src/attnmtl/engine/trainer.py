@@ -564,6 +564,9 @@ class Trainer:
             "history": pos.history,
             "skipped_steps": pos.skipped,
             "epoch_skipped_steps": pos.epoch_skipped,
+            # what bit-exact continuation also depends on (see :meth:`restore`)
+            "threads": torch.get_num_threads(),
+            "device": str(self.device),
         }
         save_checkpoint(
             self.run_dir / "checkpoints" / name,
@@ -591,6 +594,7 @@ class Trainer:
         self.epoch_sums = {t: v.to(self.device) for t, v in resume["epoch_sums"].items()}
         self.epoch_counts = dict(resume["epoch_counts"])
         meta = checkpoint.meta
+        self.warn_if_not_reproducible(meta)
         self.position = Position(
             meta["epoch"],
             meta["batch"],
@@ -600,6 +604,23 @@ class Trainer:
             list(meta["history"]),
             meta.get("skipped_steps", 0),
             meta.get("epoch_skipped_steps", 0),
+        )
+
+    def warn_if_not_reproducible(self, meta: Mapping[str, Any]) -> None:
+        """Warn (once, at resume) when the checkpoint was written under another intra-op thread
+        count or device: the run continues correctly, but floating-point reductions are then
+        summed in another order, so it will not end bit-identical to an uninterrupted run.
+        Checkpoints written before these were recorded are taken as they come."""
+        then = {"threads": meta.get("threads"), "device": meta.get("device")}
+        now = {"threads": torch.get_num_threads(), "device": str(self.device)}
+        changed = [k for k in now if then[k] is not None and then[k] != now[k]]
+        if not changed:
+            return
+        fix = f"; set train.threads={then['threads']} to match" if "threads" in changed else ""
+        self.console.log(
+            f"warning: the checkpoint was written with {then['threads']} intra-op thread(s) on "
+            f"{then['device']}, this process has {now['threads']} on {now['device']}: training "
+            f"continues, but will not end bit-identical to an uninterrupted run{fix}"
         )
 
     def finish(self, train_time: float, train_samples: int) -> dict[str, Any]:
