@@ -127,3 +127,31 @@ def test_registry_names_and_mgda_ub_defaults_to_features():
 def test_bad_normalization_is_one_line():
     with pytest.raises(ValueError, match=r"normalization='max'; expected one of: none, l2"):
         MGDA(["a", "b"], normalization="max")
+
+
+def tiny_task_gradients(k: int, seed: int, tiny: float = 1e-6) -> torch.Tensor:
+    """K random gradients (K, 50) in float64; task 0's is ``tiny`` times the others' norm."""
+    g = torch.randn(k, 50, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    g[0] *= tiny
+    return g
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+@pytest.mark.parametrize("seed", range(4))
+def test_a_task_a_million_times_smaller_meets_the_optimality_conditions(k, seed):
+    """d = Σ w_j g_j is the min-norm point iff g_jᵀd >= ‖d‖² for every j, with equality on
+    the support of w (Wolfe 1976). Checked relative to each task's scale ‖g_j‖‖d‖ to 1e-6;
+    a ridge fixed relative to the mean squared norm once left these 7e-4 off."""
+    G = tiny_task_gradients(k, seed)
+    w = min_norm(G @ G.T)
+    assert (w >= 0).all() and abs(float(w.sum()) - 1) < 1e-12
+    d = w @ G
+    gap = (G @ d - d @ d) / (G.norm(dim=1) * d.norm())  # (K,) relative slack
+    assert float(gap.min()) >= -1e-6, gap
+    assert float(gap[w > 0].abs().max()) <= 1e-6, gap
+
+
+def test_a_zero_gradient_among_others_gives_the_zero_update():
+    G = torch.tensor([[1.0, 2.0], [0.0, 0.0], [-3.0, 1.0]], dtype=torch.float64)
+    w = min_norm(G @ G.T)
+    torch.testing.assert_close(w, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 import attnmtl.weighting.gradient as gradient_module
 from attnmtl.weighting import StepContext
+from attnmtl.weighting.gradient import TaskGradients
 from attnmtl.weighting.nash_mtl import NashMTL, nash_bargaining
 from attnmtl.weighting.registry import create_weighting
 
@@ -153,6 +154,40 @@ def test_no_solution_reuses_the_previous_coefficients(rows, monkeypatch):
     c = combine(nash(5), grads, index=[4, 0, 2])  # previous coefficients (ones), clipped
     assert torch.isfinite(c).all()
     assert torch.linalg.vector_norm(c @ grads).item() <= 1.0
+
+
+def stationary(k: int, delta: float, dtype: torch.dtype) -> Tensor:
+    """Jacobian (K, 1000) whose rows sum to K·δ·mean(V): δ = 0 is Pareto-stationary."""
+    rows = torch.randn(k, 1000, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
+    return (rows - (1 - delta) * rows.mean(0)).to(dtype)
+
+
+@pytest.mark.parametrize("k", [2, 3, 8])
+@pytest.mark.parametrize("delta", [0.0, 1e-10])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_stationary_and_near_stationary_jacobians_fall_back_with_a_warning(
+    k, delta, dtype, monkeypatch
+):
+    """No α solves Mα = 1/α there (δ = 0), or none that float arithmetic can find (δ = 1e-10);
+    the solver once returned a mostly negative α (residual up to 8.7e282) and the update had
+    norm 1.8e133. Now it says "no solution" and the previous coefficients are used, counted."""
+    monkeypatch.setattr(gradient_module, "_warned_fallback", set())
+    grads = stationary(k, delta, dtype)
+    gram = TaskGradients([grads], [], None, [], []).gram()  # as GradientWeighting.backward
+    alpha = nash_bargaining(gram)
+    if alpha is not None:  # only ever an answer that passes the check (see the docstring)
+        assert (alpha > 0).all()
+        assert (alpha * (gram @ alpha) - 1).abs().max() <= 1e-6
+    weighting = nash(k)
+    previous = torch.linspace(0.5, 1.5, k)
+    weighting.coefficients.copy_(previous)
+    with pytest.warns(RuntimeWarning, match="no Nash bargaining solution"):
+        c = weighting.combine(gram, torch.ones(k).double(), list(range(k)))
+    assert weighting.fallbacks == 1
+    assert torch.isfinite(c).all() and (c > 0).all()
+    norm = torch.sqrt(c @ gram @ c)  # the previous coefficients, clipped to max_norm 1
+    assert norm <= 1.0 + 1e-9
+    torch.testing.assert_close(c / c.sum(), previous.double() / previous.sum())
 
 
 def test_a_tiny_gradient_is_solved_not_dropped():

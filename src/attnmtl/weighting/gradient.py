@@ -81,10 +81,20 @@ class TaskGradients:
     deferred: Tensor | None = None
 
     def gram(self) -> Tensor:
-        """``GGᵀ`` (K, K), summed block by block (no concatenated copy of ``G``)."""
-        gram = self.blocks[0] @ self.blocks[0].T
-        for block in self.blocks[1:]:
-            gram = gram + block @ block.T
+        """``GGᵀ`` (K, K) in float64, summed block by block (no concatenated copy of ``G``).
+
+        Float64 whatever the gradients' dtype: the solvers' answers hinge on cancellations in
+        ``GGᵀ`` (at a Pareto-stationary point a non-negative combination of the rows vanishes)
+        that a float32 product loses — on K = 8 rows of 1,000 entries summing to zero, its
+        rounding errors left ``1ᵀC1`` at 4e-3 (``C`` the Gram of the unit rows) and Nash-MTL
+        a "solution" along the noise. It costs K²N multiply-adds, one block copy at a time.
+        """
+        gram = None
+        for block in self.blocks:
+            rows = block.double()
+            part = rows @ rows.T
+            gram = part if gram is None else gram + part
+        assert gram is not None  # (there is always at least one block)
         return gram
 
     def apply(self, coefficients: Tensor, weighted: bool) -> None:

@@ -26,6 +26,11 @@ _TOL = 1e-10
 _DIVERGED = 1e8
 # Guards the division by 1ᵀC1 (zero when the normalised gradients sum to zero).
 _TINY = 1e-300
+# An answer is returned only if it solves the bargaining equations to this tolerance:
+# α > 0 and max_i |α_i (Mα)_i − 1| <= _RESIDUAL (each task's directional derivative within
+# 1e-6 of the bargaining condition g_iᵀd = 1/α_i). Newton stops at λ² < 1e-10, where the
+# residual is ~1e-10 on a well-posed problem; anything larger is not a solution.
+_RESIDUAL = 1e-6
 # clip_grad_norm_'s epsilon, as in the official code's clipping.
 _CLIP_EPS = 1e-6
 
@@ -50,14 +55,21 @@ def nash_bargaining(gram: Tensor, max_iter: int = 20) -> Tensor | None:
     inside the region ``β − tΔ > 0``). It stops after a full step with ``λ² < 1e-10``: 3-6
     solves of size K, one host sync each.
 
-    A zero gradient is caught before the first step. Other problems without a solution show
-    up as iterates that diverge: we give up when some ``β_i = 1 / (√K cos θ_i)`` exceeds 1e8
-    (``θ_i`` the angle between ``g_i`` and the update; the task would be served at a cosine
-    below float32's precision) or after ``max_iter`` steps.
+    A zero gradient, and unit gradients that sum to zero (``1ᵀC1 = 0``, so ``C1 = 0``: a
+    Pareto-stationary point of equal-norm gradients), are caught before the first step.
+    Other problems without a solution show up as iterates that diverge: we give up when some
+    ``β_i = 1 / (√K cos θ_i)`` exceeds 1e8 (``θ_i`` the angle between ``g_i`` and the update;
+    the task would be served at a cosine below float32's precision) or after ``max_iter``
+    steps. Newton's decrement ``λ² = gᵀH⁻¹g`` is never negative for the positive-definite
+    ``H``; a negative or non-finite one means the arithmetic has broken down (a
+    near-stationary input), and is no solution either. Finally nothing is returned that does
+    not solve the equations: ``β > 0`` and ``max_i |β_i (Cβ)_i − 1| <= 1e-6`` (the same as
+    ``|α_i (Mα)_i − 1|``) are checked, in float64, before returning.
 
     Returns:
-        ``α`` (K,), or None when there is no solution (a zero gradient, diverging iterates, or
-        no convergence in ``max_iter`` steps).
+        ``α`` (K,), or None when there is no solution (a zero gradient, a stationary point,
+        diverging iterates, no convergence in ``max_iter`` steps, or an answer that fails the
+        check above).
     """
     k = gram.shape[0]
     diagonal = torch.diagonal(gram)
@@ -67,19 +79,22 @@ def nash_bargaining(gram: Tensor, max_iter: int = 20) -> Tensor | None:
     c = gram / torch.outer(scale, scale)  # (K, K)
     eye = torch.eye(k, dtype=gram.dtype, device=gram.device)
     ones = torch.ones(k, dtype=gram.dtype, device=gram.device)
-    beta = ones * (k / c.sum().clamp_min(_TINY)).sqrt()
+    total = c.sum()  # 1ᵀC1 = ‖Σ_i g_i/‖g_i‖‖² >= 0
+    if not float(total) > 0.0:  # the unit gradients sum to zero: no solution
+        return None
+    beta = ones * (k / total.clamp_min(_TINY)).sqrt()
     for _ in range(max_iter):
         c_beta = c @ beta
         grad = torch.addcdiv(c_beta, ones, beta, value=-1.0)  # Cβ − 1/β
         hessian = torch.addcdiv(c, eye, beta.square())  # C + diag(1/β²)
         step = torch.linalg.solve_ex(hessian, grad)[0]
         decrement = float(grad @ step)  # λ², the one host sync of an iteration
-        if not math.isfinite(decrement):
+        if not math.isfinite(decrement) or decrement < -_TOL:  # H is not positive definite
             return None
         if decrement < _FULL_STEP:
             beta = beta - step
             if decrement < _TOL:
-                return beta / scale
+                return beta / scale if _solves(c, beta) else None
         else:
             # along p = −Δ, with q = p/β: f(β + tp) − f(β) = φ(t) =
             # t pᵀCβ + t² pᵀCp / 2 − Σ log(1 + t q_i)
@@ -91,6 +106,13 @@ def nash_bargaining(gram: Tensor, max_iter: int = 20) -> Tensor | None:
             t = _line_search(curvature, slope, ratios, decrement)
             beta = beta.add(step, alpha=-t)
     return None
+
+
+def _solves(c: Tensor, beta: Tensor) -> bool:
+    """Whether ``β > 0`` solves ``Cβ = 1/β`` to :data:`_RESIDUAL` (checked in float64)."""
+    c, beta = c.double(), beta.double()
+    residual = (beta * (c @ beta) - 1.0).abs().max()
+    return bool((beta > 0).all()) and float(residual) <= _RESIDUAL
 
 
 def _line_search(curvature: float, slope: float, ratios: list[float], decrement: float) -> float:
