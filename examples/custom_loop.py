@@ -44,9 +44,13 @@ def main(argv: list[str] | None = None) -> tuple[list[float], dict[str, dict[str
             output = model(batch.inputs, batch.lengths)  # every task, every sample
             losses = task_losses(output, batch, splits.tasks)  # labelled samples only
             optimizer.zero_grad(set_to_none=True)
-            context = StepContext(model.shared_parameters(), output.features, step, epoch)
+            # the shared and every task's own parameters, the shared features: nothing missing
+            context = StepContext.from_model(model, output, step, epoch)
             weights = weighting.backward(losses, context)  # runs backward itself
             optimizer.step()
+            weighting.after_step(  # FAMO and GradNorm update themselves after the step
+                lambda b=batch: task_losses(model(b.inputs, b.lengths), b, splits.tasks)
+            )
             step += 1
             total, batches = total + sum(float(v.detach()) for v in losses.values()), batches + 1
         history.append(total / batches)

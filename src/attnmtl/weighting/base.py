@@ -18,7 +18,8 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from attnmtl.models.base import FeatureSplit
+from attnmtl.models.base import FeatureSplit, MultiTaskModel
+from attnmtl.models.output import MultiTaskOutput
 
 Needs = Literal["losses", "parameters", "features"]
 
@@ -54,6 +55,26 @@ class StepContext:
     scale: Callable[[Tensor], Tensor] = identity
     task_parameters: Mapping[str, Sequence[nn.Parameter]] = field(default_factory=dict)
     split: FeatureSplit | None = None
+
+    @classmethod
+    def from_model(
+        cls,
+        model: MultiTaskModel,
+        output: MultiTaskOutput,
+        step: int,
+        epoch: int,
+        scale: Callable[[Tensor], Tensor] = identity,
+    ) -> StepContext:
+        """The context of one step of ``model``, with nothing left out: its shared parameters,
+        every task's own parameters and ``output``'s shared representation."""
+        return cls(
+            model.shared_parameters(),
+            output.features,
+            step,
+            epoch,
+            scale,
+            {t: model.task_parameters(t) for t in model.tasks},
+        )
 
 
 class Weighting(nn.Module, ABC):
@@ -98,11 +119,22 @@ class Weighting(nn.Module, ABC):
         return False
 
     def after_step(self, recompute: Callable[[], Mapping[str, Tensor]]) -> None:
-        """Hook run after the optimizer step.
+        """Hook run after the optimizer step; call it after every ``optimizer.step()``.
 
         ``recompute()`` returns the per-task losses of the same batch under the updated model
         (no gradient); it costs a forward pass, so only strategies that need it (FAMO) call it.
+        Strategies that rely on this hook (FAMO, GradNorm) raise at their next
+        :meth:`backward` when it was not called (:meth:`missed_after_step`).
         """
+
+    def missed_after_step(self) -> RuntimeError:
+        """The error a strategy raises when :meth:`after_step` did not follow its last step."""
+        return RuntimeError(
+            f"{type(self).__name__}: after_step() was not called after the previous "
+            "optimizer step, so the strategy's own update was lost; call "
+            "weighting.after_step(recompute) after every optimizer.step() (recompute: a "
+            "function returning the batch's task losses under the updated model)"
+        )
 
     def extra_state(self) -> dict[str, object]:
         """JSON-serialisable state outside ``state_dict()`` (e.g. loss histories)."""

@@ -100,6 +100,8 @@ class FAMO(Weighting):
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         """Combine as ``Σ z_k log D_k / c``, backpropagate; report ``z_k / (c D_k)``."""
+        if self._pending is not None:
+            raise self.missed_after_step()
         order = sorted(losses, key=self.index)
         if not order:
             raise ValueError("losses is empty; expected the loss of at least one task")

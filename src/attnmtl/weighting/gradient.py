@@ -359,6 +359,14 @@ class GradientWeighting(Weighting):
         order = sorted(losses, key=self.index)
         if not order:
             raise ValueError("losses is empty; expected the loss of at least one task")
+        missing = [t for t in order if t not in ctx.task_parameters]
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__}: StepContext.task_parameters has no entry for "
+                f"{', '.join(map(repr, missing))}, so those tasks' own parameters (heads, "
+                "attention) would get no gradient; build the context with "
+                "StepContext.from_model(model, output, step, epoch)"
+            )
         index = [self.index(t) for t in order]
         stacked = torch.stack([losses[t] for t in order])
         scaled = ctx.scale(stacked)

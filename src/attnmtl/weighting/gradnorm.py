@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from attnmtl.weighting.base import StepContext
 from attnmtl.weighting.gradient import (
     Engine,
     GradientWeighting,
@@ -90,6 +91,12 @@ class GradNorm(GradientWeighting):
             "initial_losses", torch.full((len(self.tasks),), math.nan, dtype=torch.float64)
         )
         self._pending: list[int] | None = None  # the tasks whose weights the step moves
+
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
+        """As every gradient method's, once the previous step's :meth:`after_step` has run."""
+        if self._pending is not None:
+            raise self.missed_after_step()
+        return super().backward(losses, ctx)
 
     def combine(self, gram: Tensor, losses: Tensor, index: list[int]) -> Tensor:
         """Set ``w.grad = ∂L_grad/∂w`` for the present tasks; return their current ``w``."""
