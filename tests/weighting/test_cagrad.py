@@ -191,7 +191,7 @@ def test_backward_writes_the_update_and_leaves_absent_tasks_alone():
     theta = nn.Parameter(torch.zeros(3, dtype=torch.float64))
     A = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0, 0.5, 0.0]], dtype=torch.float64)
     weighting = CAGrad(["a", "b", "c"]).double()
-    ctx = StepContext([theta], None, 0, 0, task_parameters=dict.fromkeys("abc", []))
+    ctx = StepContext([theta], None, 0, 0, task_parameters={t: [] for t in "abc"})
     weights = weighting.backward({"a": A[0] @ theta, "c": A[2] @ theta}, ctx)
     G = A[[0, 2]]
     expected = CAGrad(["a", "c"]).combine(G @ G.T, torch.zeros(2), [0, 1])

@@ -187,7 +187,7 @@ def test_reused_steps_leave_the_weights_alone():
     weighting = gradnorm("ab", update_every=2)
     shared = nn.Parameter(torch.tensor([1.0, 2.0]))
     losses = {"a": shared[0] ** 2, "b": shared[1] ** 2}
-    ctx = StepContext([shared], None, 1, 0, task_parameters=dict.fromkeys("ab", []))
+    ctx = StepContext([shared], None, 1, 0, task_parameters={t: [] for t in "ab"})
     weighting.backward(losses, ctx)  # step 1: reuse
     assert grads_of(weighting) == [None, None]
     weighting.after_step(lambda: {})
