@@ -9,8 +9,8 @@ import argparse
 
 import torch
 
+from attnmtl.core import task_losses
 from attnmtl.data import create_dataset
-from attnmtl.engine import task_losses
 from attnmtl.eval import evaluate
 from attnmtl.models import create_model
 from attnmtl.weighting import StepContext, create_weighting

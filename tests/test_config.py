@@ -2,7 +2,7 @@
 
 import pytest
 
-from attnmtl.config import (
+from attnmtl.run.config import (
     apply_overrides,
     dump_config,
     load_config,

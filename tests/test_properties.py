@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, find, given, settings
 from hypothesis import strategies as st
 
-from attnmtl.config import (
+from attnmtl.data.files import LAYOUT_NDIM, build_files
+from attnmtl.run.config import (
     RunConfig,
     apply_overrides,
     load_config,
@@ -25,7 +26,6 @@ from attnmtl.config import (
     read_yaml,
     shipped_configs,
 )
-from attnmtl.data.files import LAYOUT_NDIM, build_files
 
 # Derandomized: the same examples on every run, so CI never fails by chance; the @example
 # cases are bugs that random campaigns (500-1500 examples per test) found and that stay fixed.

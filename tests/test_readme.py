@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnmtl.engine import task_losses
+from attnmtl.core import task_losses
 from attnmtl.weighting import list_weightings
 
 README = Path(__file__).parents[1] / "README.md"

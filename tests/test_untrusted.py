@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from attnmtl.cli import main
-from attnmtl.config import apply_overrides, load_config, parse_config, read_yaml
-from attnmtl.engine.checkpoint import load_checkpoint, save_checkpoint, sha256
-from attnmtl.engine.run import new_run_dir
-from attnmtl.registry import ALLOW_IMPORTS_ENV, allow_imports, imports_allowed
+from attnmtl.core.registry import ALLOW_IMPORTS_ENV, allow_imports, imports_allowed
+from attnmtl.pipeline import new_run_dir
+from attnmtl.run.checkpoint import load_checkpoint, save_checkpoint, sha256
+from attnmtl.run.config import apply_overrides, load_config, parse_config, read_yaml
 
 SRC = Path(__file__).parents[1] / "src" / "attnmtl"
 
@@ -208,7 +208,7 @@ def test_an_allowed_import_path_is_used_with_the_same_argument_checks(probe_modu
     monkeypatch.setenv(ALLOW_IMPORTS_ENV, "1")
     config = load_config(None, [f"weighting.name={name}:make_dwa", "weighting.temperature=3"])
     assert marker.exists()
-    from attnmtl.engine.setup import build_weighting
+    from attnmtl.run.build import build_weighting
 
     weighting = build_weighting(config, ["a", "b"])
     assert type(weighting).__name__ == "DynamicWeightAverage" and weighting.temperature == 3.0
@@ -234,7 +234,7 @@ def test_paths_inside_attnmtl_need_no_permission(monkeypatch, tmp_path):
     # ... but only to a registered component: any other function of attnmtl could be abused
     # (here, a config writing a file of its choice)
     for path, message in [
-        ("attnmtl.engine.checkpoint:write_json_atomic", "is not a registered dataset; refused"),
+        ("attnmtl.run.checkpoint:write_json_atomic", "is not a registered dataset; refused"),
         ("attnmtl.cli:main", "is not a registered dataset; refused"),
         ("attnmtl.__main__:main", "a __main__ module cannot provide a component"),
     ]:

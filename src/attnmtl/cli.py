@@ -53,9 +53,9 @@ def root(
 @app.command("list")
 def list_components(what: Annotated[Listable, typer.Argument(help="What to list.")]) -> None:
     """List the shipped configs or the registered components of one kind."""
-    from attnmtl.config import shipped_configs
     from attnmtl.data import list_datasets
     from attnmtl.models import list_models
+    from attnmtl.run.config import shipped_configs
     from attnmtl.weighting import list_weightings
 
     listers = {
@@ -94,9 +94,9 @@ def train(
     ] = False,
 ) -> None:
     """Train a multi-task model (the built-in default without -c) into a new run directory."""
-    from attnmtl.config import load_config
-    from attnmtl.engine.run import results_table, resume_run, train_run
-    from attnmtl.registry import allow_imports as allowing
+    from attnmtl.core.registry import allow_imports as allowing
+    from attnmtl.pipeline import results_table, resume_run, train_run
+    from attnmtl.run.config import load_config
 
     items = list(overrides or [])
     run_dir: Path | None
@@ -108,7 +108,7 @@ def train(
         else:
             run_config = load_config(config, items)
             run_dir, summary = train_run(run_config, out, err_console)
-    from attnmtl.engine.distributed import current, shutdown
+    from attnmtl.core.distributed import current, shutdown
 
     job = current()
     shutdown()
@@ -135,8 +135,8 @@ def eval_run(
     ] = None,
 ) -> None:
     """Evaluate a run's checkpoint on its data (or another data set, or shifted data)."""
-    from attnmtl.engine.evaluate import evaluate_run
-    from attnmtl.engine.run import results_table
+    from attnmtl.pipeline import results_table
+    from attnmtl.run.evaluate import evaluate_run
 
     results = evaluate_run(run_dir, data, list(overrides or []), split, checkpoint)
     console.print(results_table(results, f"{split} results ({checkpoint} checkpoint)"))
@@ -361,7 +361,7 @@ def bench_transfer(
 
 
 def _write_json(path: Path, data: object) -> None:
-    from attnmtl.engine.checkpoint import write_json_atomic
+    from attnmtl.core.io import write_json_atomic
 
     if not path.parent.is_dir():
         raise ValueError(f"--json {path}: the folder {path.parent} does not exist")

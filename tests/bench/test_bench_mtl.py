@@ -6,7 +6,7 @@ import pytest
 
 from attnmtl.bench import mtl
 from attnmtl.cli import main
-from attnmtl.engine.trainer import Trainer
+from attnmtl.run.trainer import Trainer
 
 TINY = [
     "data.num_train=128",
@@ -55,18 +55,20 @@ def epoch_vals(run_dir):
 def test_bench_mtl_tiny_run(tmp_path, capsys, monkeypatch):
     seen = []  # (validation results, criterion) of every model-selection call, in order
 
-    def spy(original):
-        def monitor_value(self, val):
-            value = original(self, val)
+    original_init = Trainer.__init__
+
+    def init(self, *args, **kwargs):  # every trainer's model-selection score, spied on
+        original_init(self, *args, **kwargs)
+        score = self.score
+
+        def spied(val):
+            value = score(val)
             seen.append((json.loads(json.dumps(val)), value))
             return value
 
-        return monitor_value
+        self.score = spied
 
-    monkeypatch.setattr(Trainer, "monitor_value", spy(Trainer.monitor_value))
-    monkeypatch.setattr(
-        mtl.DeltaMSelection, "monitor_value", spy(mtl.DeltaMSelection.monitor_value)
-    )
+    monkeypatch.setattr(Trainer, "__init__", init)
     out, json_path = tmp_path / "bench", tmp_path / "results.json"
     argv = ["bench", "mtl", "--weightings", "equal,dwa", "--seeds", "1", "--out", str(out)]
     code, stdout, _ = cli([*argv, "--json", str(json_path), *TINY], capsys)

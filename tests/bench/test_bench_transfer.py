@@ -32,7 +32,7 @@ def test_kinds_are_checked() -> None:
 
 
 def test_every_experiment_config_validates(tmp_path) -> None:
-    from attnmtl.config import parse_config
+    from attnmtl.run.config import parse_config
 
     runs = {"teacher": tmp_path / "t", "source": tmp_path / "s"}
     for kind, builder in BUILDERS.items():

@@ -6,7 +6,7 @@ import pytest
 
 from attnmtl.bench.weighting import ReferenceMTL, gradient_methods, render, run
 from attnmtl.cli import main
-from attnmtl.tasks import Task
+from attnmtl.core.tasks import Task
 
 
 def test_reference_model_is_the_issues_mlp():

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from attnmtl.core.tasks import Task
 from attnmtl.data import MultiTaskDataset, batch_indices
-from attnmtl.tasks import Task
 
 TASKS = [Task("a", "multiclass", 3), Task("b", "regression")]
 

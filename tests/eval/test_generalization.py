@@ -5,17 +5,17 @@ import math
 
 import pytest
 
-from attnmtl.config import parse_config
 from attnmtl.data import DATASETS
-from attnmtl.engine import train_run
-from attnmtl.eval.generalization import (
+from attnmtl.eval.metrics import HIGHER_IS_BETTER
+from attnmtl.pipeline import train_run
+from attnmtl.run.config import parse_config
+from attnmtl.run.generalize import (
     PRESETS,
     generalization,
     preset_shifts,
     relabelled_tasks,
     score_drop,
 )
-from attnmtl.eval.metrics import HIGHER_IS_BETTER
 
 TINY = {
     "name": "tiny",

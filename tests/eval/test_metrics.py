@@ -7,9 +7,9 @@ import warnings
 import pytest
 import torch
 
+from attnmtl.core.tasks import Task
 from attnmtl.eval.metrics import HIGHER_IS_BETTER, TaskEvaluator, metric_names
 from attnmtl.models import MultiTaskOutput
-from attnmtl.tasks import Task
 
 
 def _compute(task, pred, labels, mask):

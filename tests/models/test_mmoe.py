@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from attnmtl.core.tasks import Task
 from attnmtl.models.mmoe import MMoE
 from attnmtl.models.registry import create_model
-from attnmtl.tasks import Task
 
 from .checks import assert_partition, fit_loss_ratio, ids
 

@@ -2,8 +2,8 @@
 
 import pytest
 
+from attnmtl.core.registry import Registry
 from attnmtl.models import create_model, list_models
-from attnmtl.registry import Registry
 
 
 def test_presets_are_registered():

@@ -2,9 +2,9 @@
 
 import pytest
 
-from attnmtl.config import parse_config
-from attnmtl.engine import train_run
+from attnmtl.pipeline import train_run
 from attnmtl.report import build_report
+from attnmtl.run.config import parse_config
 
 TINY = {
     "name": "tiny",

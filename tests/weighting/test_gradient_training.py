@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from attnmtl.bench.weighting import gradient_methods
-from attnmtl.config import parse_config
-from attnmtl.engine import build_data, build_model
-from attnmtl.engine.trainer import Trainer
+from attnmtl.run.build import build_data, build_model
+from attnmtl.run.config import parse_config
+from attnmtl.run.trainer import Trainer
 
 METHODS = gradient_methods()
 
@@ -72,7 +72,7 @@ def test_short_run_lowers_every_task_loss_and_feeds_the_encoder(method, mode, tm
     splits = build_data(cfg)
     torch.manual_seed(0)
     model = build_model(cfg, splits)
-    trainer = Trainer(cfg, splits, model, tmp_path)
+    trainer = Trainer.from_config(cfg, splits, model, tmp_path)
     assert trainer.split_features  # the batched engine cuts the representation
     fed: list[bool] = []
 

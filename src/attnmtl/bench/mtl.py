@@ -44,16 +44,14 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from torch import nn
 
-from attnmtl.config import RunConfig, dump_config, load_config, parse_config
+from attnmtl.core.io import write_json_atomic, write_text_atomic
 from attnmtl.data import DataSplits, MultiTaskDataset
-from attnmtl.engine.checkpoint import write_json_atomic
-from attnmtl.engine.run import write_text_atomic
-from attnmtl.engine.setup import build_data, build_model, seed_everything
-from attnmtl.engine.trainer import Trainer
 from attnmtl.eval.delta_m import default_metrics, delta_m
 from attnmtl.eval.metrics import HIGHER_IS_BETTER
+from attnmtl.run.build import build_data, build_model, seed_everything
+from attnmtl.run.config import RunConfig, dump_config, load_config, parse_config
+from attnmtl.run.trainer import Trainer
 from attnmtl.weighting import list_weightings
 
 DEFAULT_WEIGHTINGS = ("equal", "uncertainty", "dwa")
@@ -83,29 +81,6 @@ class RunSpec:
 def run_label(seed: int, task: str | None = None, weighting: str | None = None) -> str:
     """``seed<N>-single-<task>`` or ``seed<N>-<weighting>``."""
     return f"seed{seed}-" + (f"single-{task}" if task is not None else str(weighting))
-
-
-class DeltaMSelection(Trainer):
-    """A Trainer that keeps, as ``best``, the epoch with the highest validation Δm.
-
-    ``reference`` holds the single-task baselines' validation scores (task → metric → value);
-    the trainer minimises :meth:`monitor_value`, so it returns −Δm.
-    """
-
-    def __init__(
-        self,
-        config: RunConfig,
-        splits: DataSplits,
-        model: nn.Module,
-        run_dir: Path | None,
-        console: Console | None,
-        reference: Scores,
-    ) -> None:
-        super().__init__(config, splits, model, run_dir, console)
-        self.reference = reference
-
-    def monitor_value(self, val: Mapping[str, Mapping[str, float]]) -> float:
-        return -delta_m(val, self.reference)
 
 
 def scores(results: Mapping[str, Mapping[str, float]]) -> Scores:
@@ -193,7 +168,7 @@ def check_runs(runs: Sequence[RunSpec], splits: DataSplits) -> None:
     quiet = Console(stderr=True, quiet=True)
     for spec in runs:
         data = run_data(spec, splits)
-        Trainer(spec.config, data, build_model(spec.config, data), None, quiet)
+        Trainer.from_config(spec.config, data, build_model(spec.config, data), None, quiet)
 
 
 def train_one(
@@ -207,11 +182,10 @@ def train_one(
     seed_everything(config.train.seed, config.train.deterministic)  # model init: own stream
     model = build_model(config, data)
     quiet = Console(stderr=True, quiet=True)
-    trainer = (
-        Trainer(config, data, model, run_dir, quiet)
-        if reference is None
-        else DeltaMSelection(config, data, model, run_dir, quiet, reference)
-    )
+    options: dict[str, Any] = {}
+    if reference is not None:  # keep, as best, the epoch with the highest validation Δm
+        options["score"] = lambda val: -delta_m(val, reference)
+    trainer = Trainer.from_config(config, data, model, run_dir, quiet, **options)
     run_dir.mkdir(parents=True)
     write_text_atomic(run_dir / "config.yaml", dump_config(config))
     role = {"task": spec.task} if spec.task is not None else {"weighting": spec.weighting}

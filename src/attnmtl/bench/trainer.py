@@ -3,7 +3,7 @@
 Both sides train the same model (built from the same config, same initial weights) on the same
 in-memory data with the same optimizer and schedule, batch size and shuffling:
 
-* ``trainer``: :class:`~attnmtl.engine.trainer.Trainer` as ``attnmtl train`` runs it — label
+* ``trainer``: :class:`~attnmtl.run.trainer.Trainer` as ``attnmtl train`` runs it — label
   masks, the weighting strategy's backward, per-task loss bookkeeping, the progress bar,
   metrics.jsonl and TensorBoard logging, checkpoints at the end of the epoch (into a temporary
   run directory). Its samples/s counts the training steps only (its own timer stops for
@@ -29,10 +29,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from attnmtl.config import load_config
 from attnmtl.data import DataSplits
 from attnmtl.data.dataset import batch_indices
-from attnmtl.engine.setup import (
+from attnmtl.run.build import (
     build_data,
     build_model,
     build_optimizer,
@@ -40,7 +39,8 @@ from attnmtl.engine.setup import (
     build_weighting,
     seed_everything,
 )
-from attnmtl.engine.trainer import Trainer
+from attnmtl.run.config import load_config
+from attnmtl.run.trainer import Trainer
 
 
 def bare_epoch(model: torch.nn.Module, splits: DataSplits, config: Any) -> float:
@@ -71,7 +71,7 @@ def trainer_epoch(
 ) -> float:
     """Samples/s of one epoch of the trainer (training steps only, as it reports them)."""
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(config, splits, model, Path(tmp), console)
+        trainer = Trainer.from_config(config, splits, model, Path(tmp), console)
         summary = trainer.fit()
     rate: float = summary["train_samples_per_s"]
     return rate

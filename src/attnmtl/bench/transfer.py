@@ -35,11 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
 from attnmtl.bench.mtl import stats
-from attnmtl.config import load_config, parse_config
 from attnmtl.eval.metrics import HIGHER_IS_BETTER
+from attnmtl.pipeline import train_run
+from attnmtl.run.config import load_config, parse_config
 
 KINDS = ("teacher", "cross_task", "fusion", "textmt")
 QUIET = {"report": False, "tensorboard": False, "progress": False, "threads": 1}
@@ -179,10 +181,6 @@ def check_kinds(kinds: Sequence[str]) -> list[str]:
 
 def train_config(data: Mapping[str, Any], out: Path) -> dict[str, Any]:
     """Train one run into ``out`` (quiet); its summary."""
-    from rich.console import Console
-
-    from attnmtl.engine.run import train_run
-
     _, summary = train_run(parse_config(data), out, Console(stderr=True, quiet=True))
     return summary
 

@@ -25,9 +25,9 @@ import torch
 from rich.table import Table
 from torch import Tensor, nn
 
+from attnmtl.core.output import MultiTaskOutput
+from attnmtl.core.tasks import Task
 from attnmtl.models.base import MultiTaskModel
-from attnmtl.models.output import MultiTaskOutput
-from attnmtl.tasks import Task
 from attnmtl.weighting import WEIGHTINGS, StepContext, Weighting, create_weighting
 from attnmtl.weighting.gradient import GradientWeighting
 

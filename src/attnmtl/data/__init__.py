@@ -4,7 +4,7 @@ Build by name: ``create_dataset("mnist1d-mt", num_train=4000)`` returns train/va
 :class:`DataSplits`.
 """
 
-from attnmtl.data.batch import Batch, Inputs, move_inputs
+from attnmtl.core.batch import Batch, Inputs, move_inputs
 from attnmtl.data.dataset import LAYOUTS, DataSplits, MultiTaskDataset, batch_indices
 from attnmtl.data.registry import DATASETS, create_dataset, list_datasets, register_dataset
 

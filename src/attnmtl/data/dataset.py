@@ -16,8 +16,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from attnmtl.data.batch import Batch, Inputs
-from attnmtl.tasks import Task
+from attnmtl.core.batch import Batch, Inputs
+from attnmtl.core.tasks import Task
 
 Layout = Literal["sequence", "image", "table"]
 LAYOUTS = ("sequence", "image", "table")

@@ -7,7 +7,7 @@ Real multi-task tables are rarely labelled for every task on every row. Followin
 CVPR 2022), a sample is kept even when some of its task labels are missing: an empty cell, a
 value that parses to NaN, or the task's declared ``sentinel`` sets that sample's
 ``label_mask[task]`` to False and stores a 0 filler in its label entry, which no loss reads
-(:mod:`attnmtl.tasks`). LibMTL cannot represent such samples (its issues #11 and #63).
+(:mod:`attnmtl.core.tasks`). LibMTL cannot represent such samples (its issues #11 and #63).
 
 CSV and Parquet columns are named; NPZ arrays are named. Every problem in the files (a missing
 column, a non-numeric input, an out-of-range label, ...) is a one-line ``ValueError`` naming the
@@ -32,10 +32,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from attnmtl.core.tasks import TASK_KINDS, Task, TaskKind
 from attnmtl.data.dataset import LAYOUTS, DataSplits, Layout, MultiTaskDataset
 from attnmtl.data.registry import register_dataset
 from attnmtl.data.splits import standardisation, stratified_split
-from attnmtl.tasks import TASK_KINDS, Task, TaskKind
 
 FORMATS = ("csv", "parquet", "npz")
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}

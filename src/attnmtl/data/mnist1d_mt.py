@@ -21,10 +21,10 @@ from itertools import pairwise
 import numpy as np
 import torch
 
+from attnmtl.core.tasks import Task
 from attnmtl.data.dataset import DataSplits, MultiTaskDataset
 from attnmtl.data.registry import register_dataset
 from attnmtl.data.splits import check_stats, standardisation
-from attnmtl.tasks import Task
 
 TASK_NAMES = ("digit", "position", "scale", "large", "even")
 CORR_NOISE_SIGMA = 2.0  # the package's gaussian_filter width for the correlated noise

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
+from attnmtl.core.tasks import Task
 from attnmtl.data.dataset import DataSplits, MultiTaskDataset
 from attnmtl.data.registry import register_dataset
 from attnmtl.data.splits import (
@@ -27,7 +28,6 @@ from attnmtl.data.splits import (
     standardisation,
     stratified_split,
 )
-from attnmtl.tasks import Task
 
 DIGIT_SIZE = 8
 PIXEL_MAX = 16.0  # load_digits pixels are counts 0..16

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from attnmtl.core.registry import Registry
 from attnmtl.data.dataset import DataSplits
-from attnmtl.registry import Registry
 
 DATASETS: Registry[Callable[..., DataSplits]] = Registry("dataset")
 register_dataset = DATASETS.register

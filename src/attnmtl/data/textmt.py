@@ -39,10 +39,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from attnmtl.core.tasks import Task
 from attnmtl.data.dataset import DataSplits, MultiTaskDataset
 from attnmtl.data.registry import register_dataset
 from attnmtl.data.splits import check_fractions, stratified_split
-from attnmtl.tasks import Task
 
 TASK_NAMES = ("topic", "sentiment")
 # task → (module, distribution, path inside the module's folder)

@@ -43,9 +43,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 from torch.utils.flop_counter import FlopCounterMode
 
-from attnmtl.data.batch import Batch
+from attnmtl.core.batch import Batch
 from attnmtl.data.dataset import MultiTaskDataset
-from attnmtl.engine.setup import count_parameters
 
 RNN_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "GRU": 3, "LSTM": 4}
 
@@ -236,3 +235,21 @@ def measure_efficiency(
         "device": str(device),
         "threads": torch.get_num_threads(),
     }
+
+
+def count_parameters(model: nn.Module) -> dict[str, Any]:
+    """Total, trainable, shared and per-task parameter counts."""
+    counts: dict[str, Any] = {
+        "total": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+    shared = getattr(model, "shared_parameters", None)
+    if shared is not None:
+        counts["shared"] = sum(p.numel() for p in shared())
+        tasks = getattr(model, "tasks", None)
+        if isinstance(tasks, dict):
+            counts["per_task"] = {
+                t: sum(p.numel() for p in model.task_parameters(t))  # type: ignore[operator]
+                for t in tasks
+            }
+    return counts

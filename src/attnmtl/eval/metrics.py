@@ -37,9 +37,9 @@ from torch import Tensor, nn
 from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.utilities import dim_zero_cat
 
+from attnmtl.core.output import MultiTaskOutput
+from attnmtl.core.tasks import Task
 from attnmtl.data.dataset import MultiTaskDataset
-from attnmtl.models.output import MultiTaskOutput
-from attnmtl.tasks import Task
 
 HIGHER_IS_BETTER = {
     "accuracy": True,
@@ -147,7 +147,7 @@ class TaskEvaluator(nn.Module):
         super().__init__()
         self.tasks = dict(tasks)
         self.collections = nn.ModuleDict({n: task_metrics(t) for n, t in self.tasks.items()})
-        # Each process evaluates whole splits (see attnmtl.engine.distributed): never sync.
+        # Each process evaluates whole splits (see attnmtl.core.distributed): never sync.
         for module in self.modules():
             if isinstance(module, torchmetrics.Metric):
                 module.sync_on_compute = False

@@ -3,6 +3,7 @@
 Build by name: ``create_model("seed_attn_rnn", input_dim=1, output_dim=10)``.
 """
 
+from attnmtl.core.output import MultiTaskOutput
 from attnmtl.models.attention_mtl import AttentionMTL
 from attnmtl.models.base import MultiTaskModel, make_head, unique_parameters
 from attnmtl.models.cross_stitch import CrossStitch, CrossStitchUnit
@@ -11,7 +12,6 @@ from attnmtl.models.fusion import AttentionFusionMTL, FusionAttention
 from attnmtl.models.hard_sharing import HardSharing
 from attnmtl.models.mmoe import MMoE
 from attnmtl.models.mtan import MTAN, MTANTrace
-from attnmtl.models.output import MultiTaskOutput
 from attnmtl.models.registry import MODELS, create_model, list_models, register_model
 from attnmtl.models.seed import SEED_TASKS, SeedAttnRNN, SeedAttnTransferMTL
 

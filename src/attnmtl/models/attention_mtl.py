@@ -15,13 +15,13 @@ from typing import Any
 from torch import Tensor, nn
 
 from attnmtl.attention import AttentionPooling
-from attnmtl.data.batch import Inputs
+from attnmtl.core.batch import Inputs
+from attnmtl.core.output import MultiTaskOutput
+from attnmtl.core.registry import check_keywords
+from attnmtl.core.tasks import Task
 from attnmtl.models.base import MultiTaskModel, make_head
 from attnmtl.models.encoder import build_encoder
-from attnmtl.models.output import MultiTaskOutput
 from attnmtl.models.registry import register_model
-from attnmtl.registry import check_keywords
-from attnmtl.tasks import Task
 
 
 def task_readouts(

@@ -2,7 +2,7 @@
 
 Axes: B batch, K tasks.
 
-A multi-task model maps a batch's inputs to :class:`~attnmtl.models.output.MultiTaskOutput`
+A multi-task model maps a batch's inputs to :class:`~attnmtl.core.output.MultiTaskOutput`
 and says which of its parameters are shared by all tasks and which belong to one task;
 gradient-based balancing methods differentiate each task's loss with respect to the shared ones.
 """
@@ -17,9 +17,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from attnmtl.data.batch import Inputs
-from attnmtl.models.output import MultiTaskOutput
-from attnmtl.tasks import Task
+from attnmtl.core.batch import Inputs
+from attnmtl.core.output import MultiTaskOutput
+from attnmtl.core.tasks import Task
 
 
 def unique_parameters(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
@@ -97,6 +97,9 @@ class MultiTaskModel(nn.Module):
     """
 
     splits_features: ClassVar[bool] = False
+    # True when ``output.attention[task]`` is the task's gate over experts (B, E) rather than
+    # weights over the input's steps (the report draws either without knowing the class).
+    gated: ClassVar[bool] = False
 
     def __init__(self, tasks: Sequence[Task]) -> None:
         super().__init__()

@@ -22,7 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnmtl.data.batch import Inputs
+from attnmtl.core.batch import Inputs
+from attnmtl.core.output import MultiTaskOutput
+from attnmtl.core.tasks import Task
 from attnmtl.encoders import ConvEncoder, RNNEncoder, TransformerEncoder
 from attnmtl.encoders.pooling import (
     POOLINGS,
@@ -34,9 +36,7 @@ from attnmtl.encoders.pooling import (
 from attnmtl.models.base import MultiTaskModel, make_head
 from attnmtl.models.encoder import SharedEncoder, build_encoder
 from attnmtl.models.hard_sharing import check_encoder_options
-from attnmtl.models.output import MultiTaskOutput
 from attnmtl.models.registry import register_model
-from attnmtl.tasks import Task
 
 # Encoders with layers to stitch between (an MLP encoder would need its own stitch points).
 STITCHABLE = ("rnn", "transformer", "cnn")

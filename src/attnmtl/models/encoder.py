@@ -24,7 +24,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from attnmtl.data.batch import Inputs
+from attnmtl.core.batch import Inputs
+from attnmtl.core.registry import check_keywords
 from attnmtl.encoders import (
     ConvEncoder,
     EncoderOutput,
@@ -32,7 +33,6 @@ from attnmtl.encoders import (
     RNNEncoder,
     TransformerEncoder,
 )
-from attnmtl.registry import check_keywords
 
 ENCODER_KINDS = ("rnn", "transformer", "cnn", "mlp")
 

@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnmtl.data.batch import Inputs
+from attnmtl.core.batch import Inputs
+from attnmtl.core.output import MultiTaskOutput
+from attnmtl.core.tasks import Task
 from attnmtl.models.attention_mtl import read_tasks, task_readouts
 from attnmtl.models.base import MultiTaskModel
-from attnmtl.models.output import MultiTaskOutput
 from attnmtl.models.registry import register_model
-from attnmtl.tasks import Task
 
 
 class FusionAttention(nn.Module):
@@ -67,10 +67,12 @@ class AttentionFusionMTL(MultiTaskModel):
 
     Args:
         tasks: the target tasks (injected from the data set).
-        sources: run directories of the K frozen source models; each must have a shared
-            ``encoder`` (``attention_mtl``, ``hard_sharing``) whose per-step features have one
-            width D, on the same inputs as the target data.
-        checkpoint: which checkpoint of each source (``best`` or ``last``).
+        sources: the K frozen source encoders (each returning an
+            :class:`~attnmtl.encoders.EncoderOutput` with per-step features of one width
+            ``dim``), on the same inputs as the target data. A config names source *runs*
+            (``sources: [RUN_DIR, ...]``, ``checkpoint: best``): the run layer loads their
+            shared encoders (:func:`attnmtl.run.load.source_encoders`) and hands them in; the
+            model itself reads nothing from disk.
         base: index of the source whose features are the query.
         attention_options: keyword arguments of each task's
             :class:`~attnmtl.attention.AttentionPooling`.
@@ -83,31 +85,26 @@ class AttentionFusionMTL(MultiTaskModel):
     def __init__(
         self,
         tasks: Sequence[Task],
-        sources: Sequence[str],
-        checkpoint: str = "best",
+        sources: Sequence[nn.Module],
         base: int = 0,
         attention_options: Mapping[str, Any] | None = None,
         head_hidden_dim: int | None = None,
         dropout: float = 0.0,
     ) -> None:
         super().__init__(tasks)
-        from attnmtl.transfer.teacher import freeze, load_run_model
-
         if not sources:
-            raise ValueError("model.sources is empty; expected one or more run directories")
+            raise ValueError("model.sources is empty; expected one or more source encoders")
         if not 0 <= base < len(sources):
             raise ValueError(f"model.base={base!r}; expected 0 <= base < {len(sources)}")
-        encoders = []
-        for path in sources:
-            model = load_run_model(path, checkpoint)
-            encoder = getattr(model, "encoder", None)
-            if not isinstance(encoder, nn.Module) or not hasattr(encoder, "dim"):
-                raise ValueError(
-                    f"source {path!r} ({type(model).__name__}) has no shared encoder to fuse; "
-                    "expected an attention_mtl or hard_sharing run"
-                )
-            encoders.append(freeze(encoder))
-        dims = [int(getattr(e, "dim")) for e in encoders]  # noqa: B009
+        encoders = list(sources)
+        for encoder in encoders:  # frozen: eval mode (see train) and no gradient
+            encoder.requires_grad_(False)
+        dims = [int(getattr(e, "dim", -1)) for e in encoders]
+        if min(dims) < 0:
+            raise ValueError(
+                "every source needs a feature width `dim` (an attnmtl encoder, e.g. a finished "
+                "attention_mtl run's `encoder`)"
+            )
         if len(set(dims)) != 1:
             raise ValueError(f"source feature widths {dims}; expected one width for all sources")
         self.sources = nn.ModuleList(encoders)

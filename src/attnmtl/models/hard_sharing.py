@@ -15,12 +15,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from attnmtl.data.batch import Inputs
+from attnmtl.core.batch import Inputs
+from attnmtl.core.output import MultiTaskOutput
+from attnmtl.core.tasks import Task
 from attnmtl.models.base import MultiTaskModel, make_head
 from attnmtl.models.encoder import build_encoder
-from attnmtl.models.output import MultiTaskOutput
 from attnmtl.models.registry import register_model
-from attnmtl.tasks import Task
 
 SHARED_POOLINGS = ("mean", "max", "attention")
 

@@ -30,14 +30,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnmtl.data.batch import Inputs
+from attnmtl.core.batch import Inputs
+from attnmtl.core.output import MultiTaskOutput
+from attnmtl.core.tasks import Task
 from attnmtl.encoders import lengths_to_mask
 from attnmtl.models.base import MultiTaskModel, make_head
 from attnmtl.models.encoder import SharedEncoder, build_encoder
 from attnmtl.models.hard_sharing import SHARED_POOLINGS, check_encoder_options
-from attnmtl.models.output import MultiTaskOutput
 from attnmtl.models.registry import register_model
-from attnmtl.tasks import Task
 
 GATE_INPUTS = ("mean", "flatten")
 
@@ -70,6 +70,8 @@ class MMoE(MultiTaskModel):
     ``attention[task]`` is the task's gate (B, E), rows summing to one; ``features`` is the
     stack of expert outputs (B, E, D) that every task mixes.
     """
+
+    gated = True  # attention[task] is the task's gate over the experts
 
     def __init__(
         self,

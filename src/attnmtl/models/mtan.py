@@ -31,16 +31,16 @@ import torch
 from torch import Tensor, nn
 
 from attnmtl.attention import SpatialAttention
-from attnmtl.data.batch import Inputs
+from attnmtl.core.batch import Inputs
+from attnmtl.core.output import MultiTaskOutput
+from attnmtl.core.tasks import Task
 from attnmtl.encoders import ConvEncoder
 from attnmtl.encoders.cnn import ConvBlock
 from attnmtl.encoders.pooling import apply_pooling, make_pooling, pooled_dim
 from attnmtl.models.base import MultiTaskModel, make_head
 from attnmtl.models.encoder import build_encoder
 from attnmtl.models.hard_sharing import check_encoder_options
-from attnmtl.models.output import MultiTaskOutput
 from attnmtl.models.registry import register_model
-from attnmtl.tasks import Task
 
 
 @dataclass

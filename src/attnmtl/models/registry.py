@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from attnmtl.registry import Registry
+from attnmtl.core.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 register_model = MODELS.register

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnmtl.attention import AttentionPooling
+from attnmtl.core.output import MultiTaskOutput
 from attnmtl.encoders import RNNEncoder
-from attnmtl.models.output import MultiTaskOutput
 from attnmtl.models.registry import register_model
 
 SEED_TASKS = ("task1", "task2")

@@ -9,6 +9,7 @@ attention into TensorBoard. Figures are matplotlib figures drawn with Agg, witho
 
 from attnmtl.report.attention import (
     AttentionExamples,
+    AttentionImages,
     attention_figure,
     attention_note,
     collect_attention,
@@ -27,6 +28,7 @@ from attnmtl.report.run_report import build_report
 
 __all__ = [
     "AttentionExamples",
+    "AttentionImages",
     "attention_figure",
     "attention_note",
     "build_bench_report",

@@ -37,9 +37,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from attnmtl.data.batch import Batch
+from attnmtl.core.batch import Batch
+from attnmtl.core.tasks import Task
 from attnmtl.report.figures import figure_rgb, new_figure
-from attnmtl.tasks import Task
 
 Kind = Literal["sequence", "spatial", "gate"]
 
@@ -89,10 +89,9 @@ def infer_layout(inputs: Tensor) -> str:
 
 
 def is_gated(model: nn.Module) -> bool:
-    """True when the model's attention is a gate over experts rather than over the input."""
-    from attnmtl.models.mmoe import MMoE
-
-    return isinstance(model, MMoE)
+    """True when the model's attention is a gate over experts rather than over the input
+    (the model declares it: :attr:`~attnmtl.models.MultiTaskModel.gated`)."""
+    return bool(getattr(model, "gated", False))
 
 
 def _text(value: Tensor) -> str:
@@ -428,3 +427,28 @@ def log_attention_images(
         writer.add_image(tag, image, step, dataformats="HWC")
         tags.append(tag)
     return tags
+
+
+class AttentionImages:
+    """A trainer callback (:class:`~attnmtl.run.trainer.Callback`): each task's attention on
+    the first ``examples`` validation samples, drawn to TensorBoard every ``every`` epochs and
+    at the last one, when the run writes TensorBoard logs. Drawing costs about a second."""
+
+    def __init__(self, every: int = 5, examples: int = 2) -> None:
+        self.every, self.examples = every, examples
+
+    def __call__(self, trainer: Any, epoch: int, val: Any) -> None:
+        writer, data = trainer.writer, trainer.splits.val
+        last = epoch + 1 == trainer.settings.epochs
+        if writer is None or len(data) == 0 or not (last or epoch % self.every == 0):
+            return
+        probe = data.batch(torch.arange(min(self.examples, len(data)))).to(trainer.device)
+        log_attention_images(
+            writer,
+            trainer.model,
+            probe,
+            trainer.position.step,
+            trainer.tasks,
+            data.layout,
+            self.examples,
+        )

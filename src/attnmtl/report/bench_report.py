@@ -26,7 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from attnmtl.report import html
+import attnmtl.report.html as html
+from attnmtl.core.io import write_text_atomic
 from attnmtl.report.figures import as_float, figure_png, pareto_figure
 
 RESULT_KEYS = ("tasks", "single", "multi")
@@ -183,7 +184,6 @@ def build_bench_report(
         sections,
         [html.section(ident, title, body[ident]) for ident, title in sections],
     )
-    from attnmtl.engine.run import write_text_atomic
 
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,9 @@ from typing import Any
 
 import torch
 
-from attnmtl.report import html
+import attnmtl.report.html as html
+from attnmtl.core.io import write_text_atomic
+from attnmtl.eval.metrics import HIGHER_IS_BETTER
 from attnmtl.report.attention import (
     attention_figure,
     attention_note,
@@ -41,6 +43,7 @@ from attnmtl.report.figures import (
     validation_figure,
     weights_figure,
 )
+from attnmtl.run.build import load_run
 
 FUSION = "fusion over sources"  # the attention section's entry for fusion weights
 SECTIONS = (
@@ -87,8 +90,6 @@ def metrics_table(results: Mapping[str, Mapping[str, Any]]) -> str:
 
     The task's primary metric is shown in bold.
     """
-    from attnmtl.eval.metrics import HIGHER_IS_BETTER
-
     metrics: list[str] = []
     for values in results.values():
         metrics += [m for m in values if m not in metrics]
@@ -155,18 +156,11 @@ def _checkpoint_folder(run_dir: Path) -> Path | None:
 def attention_pngs(run_dir: Path, examples: int) -> tuple[dict[str, bytes | str], str, int]:
     """task → the PNG of its attention on the first ``examples`` test inputs (or why it has
     none, as text), the checkpoint used and the number of inputs (see the module docstring)."""
-    from attnmtl.engine.checkpoint import load_checkpoint
-    from attnmtl.engine.run import load_run_config
-    from attnmtl.engine.setup import build_data, build_model
-
     folder = _checkpoint_folder(run_dir)
     if folder is None:
         raise ValueError("the run has no checkpoint yet")
-    with torch.random.fork_rng(devices=[]):  # building the model draws its initial weights
-        config = load_run_config(run_dir)
-        splits = build_data(config)
-        model = build_model(config, splits)
-        model.load_state_dict(load_checkpoint(folder).model)
+    run = load_run(run_dir, folder.name)  # (the global generator is left as it was)
+    splits, model = run.splits, run.model
     test = splits.test
     batch = test.batch(torch.arange(min(examples, len(test))))
     collected = collect_attention(model, batch, splits.tasks, test.layout)
@@ -194,8 +188,6 @@ def build_report(run_dir: Path, *, examples: int = 4) -> Path:
         raise ValueError(f"{run_dir}: not a run directory (no config.yaml)")
     if examples < 1:
         raise ValueError(f"examples={examples!r}; expected >= 1")
-    from attnmtl.eval.metrics import HIGHER_IS_BETTER
-
     summary = read_summary(run_dir)
     events = read_events(run_dir / "metrics.jsonl")
     train_events = [e for e in events if e["event"] == "train"]
@@ -256,7 +248,6 @@ def build_report(run_dir: Path, *, examples: int = 4) -> Path:
         sections,
         [html.section(ident, title, body[ident]) for ident, title in sections],
     )
-    from attnmtl.engine.run import write_text_atomic
 
     plot_dir = run_dir / "plots"
     plot_dir.mkdir(exist_ok=True)

@@ -18,8 +18,6 @@ from attnmtl.transfer.teacher import (
     HFTeacher,
     freeze,
     load_pretrained,
-    load_run_model,
-    load_teacher,
 )
 
 __all__ = [
@@ -34,8 +32,6 @@ __all__ = [
     "find_module",
     "freeze",
     "load_pretrained",
-    "load_run_model",
-    "load_teacher",
     "logit_distillation",
     "relation_kl",
     "value_relation_kl",

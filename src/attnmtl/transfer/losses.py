@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnmtl.attention.selection import masked_softmax
-from attnmtl.tasks import TASK_KINDS
+from attnmtl.core.tasks import TASK_KINDS
 
 AT_CONVENTIONS = ("official", "paper")
 AT_RESIZES = ("interpolate", "pool")
@@ -312,7 +312,7 @@ def logit_distillation(
 
     Args:
         student_logits, teacher_logits: the task's predictions, same shape (B, ...).
-        kind: the task kind (see :mod:`attnmtl.tasks`).
+        kind: the task kind (see :mod:`attnmtl.core.tasks`).
         temperature: softening temperature T > 0.
         mask: bool (B,), True = the sample takes part; no sample gives a zero loss.
 

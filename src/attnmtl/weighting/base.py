@@ -18,8 +18,9 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from attnmtl.core.distributed import Distributed
+from attnmtl.core.output import MultiTaskOutput
 from attnmtl.models.base import FeatureSplit, MultiTaskModel
-from attnmtl.models.output import MultiTaskOutput
 
 Needs = Literal["losses", "parameters", "features"]
 
@@ -46,6 +47,9 @@ class StepContext:
         split: the forward pass's per-task cut of the shared representation, when the trainer
             ran it inside :meth:`~attnmtl.models.base.MultiTaskModel.split_features` (only for
             strategies whose ``needs`` is not ``losses``); ``features`` is then its root.
+        job: the torchrun job (:class:`~attnmtl.core.distributed.Distributed`) whose processes
+            share the step, or None in one process: gradient methods reduce their Gram matrix
+            over it and random draws are agreed on it.
     """
 
     shared_parameters: Sequence[nn.Parameter]
@@ -55,6 +59,7 @@ class StepContext:
     scale: Callable[[Tensor], Tensor] = identity
     task_parameters: Mapping[str, Sequence[nn.Parameter]] = field(default_factory=dict)
     split: FeatureSplit | None = None
+    job: Distributed | None = None
 
     @classmethod
     def from_model(
@@ -64,6 +69,8 @@ class StepContext:
         step: int,
         epoch: int,
         scale: Callable[[Tensor], Tensor] = identity,
+        split: FeatureSplit | None = None,
+        job: Distributed | None = None,
     ) -> StepContext:
         """The context of one step of ``model``, with nothing left out: its shared parameters,
         every task's own parameters and ``output``'s shared representation."""
@@ -74,6 +81,8 @@ class StepContext:
             epoch,
             scale,
             {t: model.task_parameters(t) for t in model.tasks},
+            split,
+            job,
         )
 
 

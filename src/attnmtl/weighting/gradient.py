@@ -48,6 +48,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from attnmtl.core.distributed import Distributed
 from attnmtl.weighting.base import StepContext, Weighting
 
 Mode = Literal["parameters", "features"]
@@ -120,13 +121,10 @@ class TaskGradients:
                     accumulate(param, grad * c[k] if weighted else grad)
 
 
-def global_gram(grads: TaskGradients) -> Tensor:
+def global_gram(grads: TaskGradients, job: Distributed | None) -> Tensor:
     """``GGᵀ`` of the global batch: this process's alone, or across a torchrun job (the
     per-task gradients averaged in ``parameters`` mode; the local Grams summed over W² in
     ``features`` mode, where each process holds the rows of its own samples)."""
-    from attnmtl.engine.distributed import current
-
-    job = current()
     if job is None:
         return grads.gram()
     if grads.root is not None:
@@ -319,6 +317,7 @@ class GradientWeighting(Weighting):
 
     task_gradients: ClassVar[Literal["raw", "weighted"]] = "raw"
     coefficients: Tensor
+    job: Distributed | None = None  # the running step's torchrun job (StepContext.job)
 
     def __init__(
         self,
@@ -368,12 +367,13 @@ class GradientWeighting(Weighting):
                 "StepContext.from_model(model, output, step, epoch)"
             )
         index = [self.index(t) for t in order]
+        self.job = ctx.job  # (methods that draw random numbers agree on them across processes)
         stacked = torch.stack([losses[t] for t in order])
         scaled = ctx.scale(stacked)
         solve = ctx.step % self.update_every == 0
         grads = task_gradients(scaled, order, ctx, self.mode, self.engine, need_shared=solve)
         if solve:
-            gram = global_gram(grads).double()
+            gram = global_gram(grads, ctx.job).double()
             factor = ctx.scale(torch.ones((), dtype=stacked.dtype, device=stacked.device))
             gram = gram / factor.double() ** 2
             if bool(torch.isfinite(gram).all()):

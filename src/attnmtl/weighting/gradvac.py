@@ -97,7 +97,7 @@ class GradVac(GradientWeighting):
         nonzero = norm > 0
         inv = norm / sq.clamp_min(tiny)  # 1 / ‖g_j‖, 0 for a zero gradient
         cosines = gram * torch.outer(inv, inv)  # R (K, K)
-        order = random_orders(k, device)  # (K-1, K): round s pairs task i with order[s, i]
+        order = random_orders(k, device, self.job)  # (K-1, K): round s pairs i with order[s, i]
         pairs = self._pairs(index, device).T.gather(0, order)  # φ̂'s flat positions (K-1, K)
         flat = self.targets.view(-1)
         target = flat[pairs].to(dtype)  # φ̂_{i, order[s, i]} (K-1, K)

@@ -8,22 +8,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from attnmtl.core.distributed import Distributed, agree
 from attnmtl.weighting.gradient import GradientWeighting
 from attnmtl.weighting.registry import register_weighting
 
 
-def random_orders(k: int, device: torch.device | None = None) -> Tensor:
+def random_orders(
+    k: int, device: torch.device | None = None, job: Distributed | None = None
+) -> Tensor:
     """Per task, the other tasks in a uniformly random order, drawn independently per task.
 
     Returns (K-1, K): column ``i`` is a permutation of ``{0..K-1} \\ {i}``, so row ``s`` holds
     every task's ``s``-th partner (the tasks advance together, one partner per round). One draw
     of K×K uniforms from torch's global generator on ``device``: column ``i`` sorts its keys,
     with its own key set above the others (so ``i`` sorts last and is dropped). Under
-    torchrun every process uses rank 0's draw.
+    torchrun (``job``) every process uses rank 0's draw.
     """
-    from attnmtl.engine.distributed import agree
-
-    keys = agree(lambda: torch.rand(k, k, device=device))
+    keys = agree(lambda: torch.rand(k, k, device=device), job)
     keys.diagonal().fill_(2.0)
     return keys.argsort(dim=0)[: k - 1]
 
@@ -62,7 +63,7 @@ class PCGrad(GradientWeighting):
     def combine(self, gram: Tensor, losses: Tensor, index: list[int]) -> Tensor:
         """``c = 1ᵀC`` of the projected gradients ``g_i' = Σ_j C_ij g_j``."""
         k = gram.shape[0]
-        order = random_orders(k, gram.device)  # (K-1, K): round s pairs i with order[s, i]
+        order = random_orders(k, gram.device, self.job)  # (K-1, K): round s pairs i, order[s, i]
         sq = gram.diagonal().clamp_min(torch.finfo(gram.dtype).tiny)  # ‖g_j‖² (K,)
         # [s, i] = g_j·g_m / ‖g_j‖² over m, for j = order[s, i] (zero for a zero gradient)
         partner = (gram / sq[:, None])[order]  # (K-1, K, K)

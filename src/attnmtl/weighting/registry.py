@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from attnmtl.registry import Registry
+from attnmtl.core.registry import Registry
 from attnmtl.weighting.base import Weighting
 
 WEIGHTINGS: Registry[type[Weighting]] = Registry("weighting")

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from attnmtl.core.distributed import agree
 from attnmtl.weighting.base import StepContext, Weighting
 from attnmtl.weighting.registry import register_weighting
 
@@ -38,9 +39,7 @@ class RandomLossWeighting(Weighting):
         if not order:
             raise ValueError("losses is empty; expected the loss of at least one task")
         stacked = torch.stack([losses[t] for t in order])  # (K,)
-        from attnmtl.engine.distributed import agree
-
-        draws = agree(lambda: torch.randn(len(order), device=stacked.device))  # (K,), rank 0's
+        draws = agree(lambda: torch.randn(len(order), device=stacked.device), ctx.job)  # (K,)
         weights = torch.softmax(draws, dim=0).to(stacked.dtype)  # (K,)
         ctx.scale((weights * stacked).sum()).backward()
         return dict(zip(order, weights.unbind(), strict=True))

@@ -8,31 +8,40 @@ was at the start of the current epoch and the number of batches already done —
 checkpoint, so on CPU with a fixed seed a run that is killed and resumed ends with the same
 weights as one that was not.
 
+The trainer is given its parts — model, data, weighting, optimizer, schedule, the ``train``
+settings, optional transfer terms, a model-selection score and per-epoch callbacks — and owns
+only the loop; :meth:`Trainer.from_config` builds the parts from a run config.
+
 Faults: SIGINT and SIGTERM stop the loop at the next step boundary, after writing ``last``
-(:class:`StopRequests`, :class:`TrainingInterrupted`); a non-finite task loss stops the run
-with an error naming the task, or skips that step (``train.nonfinite``), never silently.
+(:class:`~attnmtl.run.signals.StopRequests`, :class:`~attnmtl.run.signals.TrainingInterrupted`);
+a non-finite task loss stops the run with an error naming the task, or skips that step
+(``train.nonfinite``), never silently.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import signal
-import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from rich.console import Console
 from torch import Tensor, nn
 
-from attnmtl.config import RunConfig
+from attnmtl.core.distributed import current as current_job
+from attnmtl.core.io import write_json_atomic
+from attnmtl.core.losses import label_counts, task_losses
+from attnmtl.core.tasks import Task
 from attnmtl.data import Batch, DataSplits
 from attnmtl.data.dataset import batch_indices
-from attnmtl.engine.checkpoint import (
+from attnmtl.eval.efficiency import count_parameters
+from attnmtl.eval.metrics import HIGHER_IS_BETTER, evaluate, metric_names
+from attnmtl.run.build import build_optimizer, build_schedule, build_weighting, resolve_device
+from attnmtl.run.checkpoint import (
     Checkpoint,
     CheckpointWriteError,
     load_checkpoint,
@@ -41,23 +50,35 @@ from attnmtl.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from attnmtl.engine.distributed import current as current_job
-from attnmtl.engine.logger import RunLogger, TrainProgress
-from attnmtl.engine.objective import label_counts, task_losses
-from attnmtl.engine.setup import (
-    build_optimizer,
-    build_schedule,
-    build_weighting,
-    count_parameters,
-    resolve_device,
-)
-from attnmtl.eval.metrics import HIGHER_IS_BETTER, evaluate, metric_names
-from attnmtl.weighting import StepContext
+from attnmtl.run.config import RunConfig, TrainConfig
+from attnmtl.run.logger import RunLogger, TrainProgress
+from attnmtl.run.signals import StopRequests, TrainingInterrupted
+from attnmtl.run.transfer import TransferObjective
+from attnmtl.weighting import StepContext, Weighting
 
-# TensorBoard attention heatmaps: drawing them costs about a second, so every this many epochs
-# (and at the last one), on this many validation samples.
-ATTENTION_IMAGES_EVERY = 5
-ATTENTION_EXAMPLES = 2
+
+class Clock:
+    """Training time and samples between log lines, and in all (the reported speed)."""
+
+    def __init__(self) -> None:
+        self.seconds, self.samples = 0.0, 0
+        self.tick()
+
+    def tick(self) -> None:
+        """Start a new stretch (each epoch, and after each log line)."""
+        self._start, self._samples = time.perf_counter(), 0
+
+    def count(self, samples: int) -> None:
+        self._samples += samples
+
+    def lap(self) -> float:
+        """Close the stretch: add it to the totals and return its samples per second."""
+        elapsed = time.perf_counter() - self._start
+        self.seconds += elapsed
+        self.samples += self._samples
+        rate = self._samples / max(elapsed, 1e-9)
+        self.tick()
+        return rate
 
 
 @dataclass
@@ -74,109 +95,107 @@ class Position:
     epoch_skipped: int = 0  # ... and in the running epoch
 
 
-class TrainingInterrupted(Exception):
-    """Training stopped on SIGINT or SIGTERM at a step boundary, after writing ``last``.
-
-    ``exit_code`` is 128 + the signal's number (130 for SIGINT, 143 for SIGTERM), as a shell
-    reports a process the signal ended; the command line prints ``format_message()`` and exits
-    with it (as it does for click's exceptions).
-    """
-
-    def __init__(self, signum: int, step: int, run_dir: Path | None) -> None:
-        self.signum, self.step, self.run_dir = signum, step, run_dir
-        self.exit_code = 128 + signum
-        hint = f"; resume with attnmtl train --resume {run_dir}" if run_dir is not None else ""
-        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}{hint}")
-
-    def format_message(self) -> str:
-        """The one line the command line prints."""
-        return str(self)
+Scores = Mapping[str, Mapping[str, float]]  # task → metric → value
 
 
-class StopRequests:
-    """While entered, SIGINT and SIGTERM only ask the training loop to stop (``signum``).
+class Callback(Protocol):
+    """Called at the end of every epoch, after validation and logging, before the checkpoints
+    are written: ``callback(trainer, epoch, val)`` with the 0-based epoch just finished and its
+    validation scores (e.g. :class:`attnmtl.report.AttentionImages` draws TensorBoard images)."""
 
-    The loop looks at ``signum`` between steps, so a step, an evaluation or a checkpoint is
-    never cut in half. A second signal does what the signal did before (Ctrl-C twice: a
-    KeyboardInterrupt at once). Handlers are installed only in the main thread (Python allows
-    no other), never over an ignored signal (a shell's background job ignores SIGINT), and the
-    previous ones are restored on exit.
-    """
+    def __call__(self, trainer: Trainer, epoch: int, val: Scores) -> None: ...
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.previous: dict[int, Any] = {}
+def monitor_score(monitor: str, tasks: Mapping[str, Task]) -> Callable[[Scores], float]:
+    """Model selection by ``train.monitor``: the summed validation loss (``loss``) or one
+    task's metric (``TASK:METRIC``), as a value to minimise (sign flipped where higher is
+    better; a missing value counts as +inf)."""
+    if monitor == "loss":
+        return lambda val: sum(m["loss"] for m in val.values())
+    task, _, metric = monitor.partition(":")
+    if task not in tasks:
+        raise ValueError(
+            f"train.monitor={monitor!r}; expected 'loss' or TASK:METRIC with a task in "
+            f"{sorted(tasks)}"
+        )
+    valid = metric_names(tasks[task])
+    if metric not in valid:
+        raise ValueError(f"train.monitor={monitor!r}; task {task!r} reports {', '.join(valid)}")
+    sign = -1.0 if HIGHER_IS_BETTER[metric] else 1.0
 
-    def __enter__(self) -> StopRequests:
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                if signal.getsignal(signum) is not signal.SIG_IGN:
-                    self.previous[signum] = signal.signal(signum, self.request)
-        return self
+    def score(val: Scores) -> float:
+        value = val.get(task, {}).get(metric)
+        return math.inf if value is None else sign * value
 
-    def request(self, signum: int, frame: Any) -> None:
-        """The handler: remember the first signal; a second one is handled as before."""
-        if self.signum is None:
-            self.signum = signum
-            return
-        signal.signal(signum, self.restored(signum))
-        signal.raise_signal(signum)
+    return score
 
-    def restored(self, signum: int) -> Any:
-        """The handler that was installed before (the default one if it was not Python's)."""
-        previous = self.previous.get(signum)
-        return signal.SIG_DFL if previous is None else previous
 
-    def __exit__(self, *exc: object) -> None:
-        for signum in self.previous:
-            signal.signal(signum, self.restored(signum))
-        self.previous = {}
+def training_device(settings: TrainConfig) -> torch.device:
+    """``train.device`` resolved; under torchrun with CUDA, this process's ``LOCAL_RANK`` GPU."""
+    device = resolve_device(settings.device)
+    job = current_job()
+    if job is not None and device.type == "cuda":
+        device = torch.device("cuda", job.local_rank)
+    return device
 
 
 class Trainer:
-    """Trains a multi-task model on a data set as its run config says.
+    """Trains a multi-task model: every part is given, the loop is the trainer's.
 
     Args:
-        config: the validated run config.
+        model: a multi-task model (``shared_parameters()`` / ``task_parameters(task)``).
         splits: the data (train, val, test).
-        model: the model (see :func:`attnmtl.engine.setup.build_model`).
+        weighting: the task-balancing strategy.
+        optimizer: over the model's (and the strategy's) parameters.
+        schedule: a learning-rate schedule stepped once per optimizer step.
+        settings: the ``train`` section (epochs, batch size, device, AMP, checkpoints...).
+        transfer: transfer terms added to the task losses
+            (:class:`~attnmtl.run.transfer.TransferObjective`), or None.
+        score: model selection: validation scores → a value to minimise; the epoch with the
+            lowest is kept as ``best`` (default: :func:`monitor_score` of ``train.monitor``).
+        callbacks: called at the end of every epoch (:class:`Callback`).
         run_dir: where checkpoints, metrics.jsonl and summary.json go; None writes nothing.
         console: where the progress bar and messages go.
+        name: the run's name in summary.json.
+
+    :meth:`from_config` builds every part from a run config, as ``attnmtl train`` does.
     """
 
     def __init__(
         self,
-        config: RunConfig,
-        splits: DataSplits,
         model: nn.Module,
+        splits: DataSplits,
+        weighting: Weighting,
+        optimizer: torch.optim.Optimizer,
+        schedule: torch.optim.lr_scheduler.LRScheduler,
+        settings: TrainConfig,
+        *,
+        transfer: TransferObjective | None = None,
+        score: Callable[[Scores], float] | None = None,
+        callbacks: Sequence[Callback] = (),
         run_dir: Path | None = None,
         console: Console | None = None,
+        name: str = "run",
     ) -> None:
-        self.config, self.splits, self.run_dir = config, splits, run_dir
+        self.splits, self.run_dir, self.name = splits, run_dir, name
+        self.settings = train = settings
         self.console = console or Console(stderr=True)
-        train = config.train
         if train.threads is not None:
             torch.set_num_threads(train.threads)
-        self.device = resolve_device(train.device)
-        # Under torchrun: this process's rank and the job (see attnmtl.engine.distributed).
+        self.device = training_device(train)
+        # Under torchrun: this process's rank and the job (see attnmtl.core.distributed).
         self.dist = current_job()
-        if self.dist is not None and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
         if train.amp and self.device.type != "cuda":
             raise ValueError("train.amp=true needs a CUDA device (train.device)")
         self.tasks = splits.tasks
-        self.model = model.to(self.device)
-        self.weighting = build_weighting(config, list(self.tasks)).to(self.device)
+        self.model = model.to(self.device)  # (in place: the optimizer's parameters stay)
+        self.weighting = weighting.to(self.device)
         if self.dist is not None:  # every process starts from rank 0's weights; ranks > 0
             self.dist.broadcast_module(self.model)  # get their own dropout stream (rank 0
             self.dist.broadcast_module(self.weighting)  # keeps a single process's)
             if self.dist.rank > 0:
                 torch.manual_seed(train.seed + self.dist.rank)
-        self.optimizer = build_optimizer(config, self.model, self.weighting)
-        self.steps_per_epoch = splits.train.num_batches(train.batch_size)
-        self.schedule = build_schedule(config, self.optimizer, self.steps_per_epoch)
+        self.optimizer, self.schedule = optimizer, schedule
         self.amp_dtype = torch.float16 if train.amp_dtype == "float16" else torch.bfloat16
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=train.amp and self.amp_dtype == torch.float16
@@ -190,138 +209,144 @@ class Trainer:
         self.split_features = self.weighting.wants_split() and can_split
         if self.weighting.needs == "features" and not can_split:
             raise ValueError(
-                f"weighting {config.weighting.name!r} with mode=features needs a model with one "
+                f"weighting {type(weighting).__name__} with mode=features needs a model with one "
                 f"shared representation (attention_mtl, hard_sharing); model "
-                f"{config.model.name!r} has none: use weighting.mode=parameters"
+                f"{type(model).__name__} has none: use weighting.mode=parameters"
             )
-        self.transfer = self._build_transfer()
+        self.transfer = transfer
+        self.score = score or monitor_score(train.monitor, self.tasks)
+        self.callbacks = list(callbacks)
         self.position = Position()
+        self.writer: Any = None  # the TensorBoard writer while fit() runs (when enabled)
         # The running epoch's loss sums (for its logged mean), kept across a mid-epoch resume.
         self.epoch_sums: dict[str, Tensor] = {}
         self.epoch_counts: dict[str, int] = {}
-        self.monitor_task, _, self.monitor_metric = train.monitor.partition(":")
-        if train.monitor != "loss":
-            if self.monitor_task not in self.tasks:
-                raise ValueError(
-                    f"train.monitor={train.monitor!r}; expected 'loss' or TASK:METRIC with a "
-                    f"task in {sorted(self.tasks)}"
-                )
-            valid = metric_names(self.tasks[self.monitor_task])
-            if self.monitor_metric not in valid:
-                raise ValueError(
-                    f"train.monitor={train.monitor!r}; task {self.monitor_task!r} reports "
-                    f"{', '.join(valid)}"
-                )
 
-    def _build_transfer(self) -> Any:
-        """The transfer terms of the config's ``transfer:`` section (None when empty)."""
-        if not self.config.transfer.active():
-            return None
-        from attnmtl.transfer.objective import TransferObjective
-
-        objective = TransferObjective(self.config.transfer, self.model, self.tasks, self.device)
-        objective.train_size = len(self.splits.train)
-        # Try every term on two training samples now, before a run directory exists: a module
-        # path that never runs or a teacher that does not fit the data fails here, in one line.
-        probe = self.splits.train.batch(torch.arange(min(2, len(self.splits.train))))
-        probe.index = None  # not a training step: nothing goes into the teacher cache
-        probe = probe.to(self.device)
-        mode = self.model.training
-        self.model.eval()
-        try:
-            objective.begin()
-            with torch.no_grad():
-                objective(self.model(probe.inputs, probe.lengths), probe)
-        except (RuntimeError, IndexError, KeyError) as err:
-            objective.close()
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            message = f"transfer: the terms do not fit this model and data: {first}"
-            raise ValueError(message) from None
-        except ValueError:
-            objective.close()
-            raise
-        finally:
-            self.model.train(mode)
-        return objective
+    @classmethod
+    def from_config(
+        cls,
+        config: RunConfig,
+        splits: DataSplits,
+        model: nn.Module,
+        run_dir: Path | None = None,
+        console: Console | None = None,
+        **options: Any,
+    ) -> Trainer:
+        """A trainer whose weighting, optimizer, schedule and transfer terms are built from
+        ``config`` (``options``: :class:`Trainer`'s keyword arguments, e.g. ``score``)."""
+        train = config.train
+        if train.threads is not None:
+            torch.set_num_threads(train.threads)
+        device = training_device(train)
+        weighting = build_weighting(config, list(splits.tasks)).to(device)
+        optimizer = build_optimizer(config, model.to(device), weighting)
+        schedule = build_schedule(config, optimizer, splits.train.num_batches(train.batch_size))
+        transfer = None
+        if config.transfer.active():  # tried on two samples now, before a run directory exists
+            transfer = TransferObjective(config.transfer, model, splits.tasks, device)
+            transfer.check(model, splits.train)
+        return cls(
+            model,
+            splits,
+            weighting,
+            optimizer,
+            schedule,
+            train,
+            transfer=transfer,
+            run_dir=run_dir,
+            console=console,
+            name=config.name,
+            **options,
+        )
 
     # ------------------------------------------------------------------ the loop
 
     def fit(self) -> dict[str, Any]:
         """Train to the configured number of epochs and return the summary."""
-        train, pos = self.config.train, self.position
+        train, pos = self.settings, self.position
         logger = RunLogger(
             self.run_dir,
             train.tensorboard and self.run_dir is not None,
             resume_step=pos.step if pos.step > 0 else None,
         )
-        train_time, train_samples = 0.0, 0
+        self.writer = logger.writer
+        clock = Clock()
         try:
             with TrainProgress(train.progress, self.console) as progress, StopRequests() as stop:
                 while pos.epoch < train.epochs:
-                    epoch_start_state = self.shuffle.get_state()
-                    order = batch_indices(
-                        len(self.splits.train), train.batch_size, True, self.shuffle
-                    )
-                    progress.start_epoch(
-                        f"epoch {pos.epoch + 1}/{train.epochs}", len(order), pos.batch
-                    )
-                    if pos.batch == 0:
-                        self.epoch_sums = {
-                            t: torch.zeros((), device=self.device) for t in self.tasks
-                        }
-                        self.epoch_counts = dict.fromkeys(self.tasks, 0)
-                    sums, counts = self.epoch_sums, self.epoch_counts
-                    tick, tick_samples = time.perf_counter(), 0
-                    for index in order[pos.batch :]:
-                        if self.dist is not None:  # this process's part of the global batch
-                            if len(index) < self.dist.world:  # too small to share: dropped
-                                pos.batch += 1
-                                continue
-                            index = self.dist.shard(index)
-                        batch = self.splits.train.batch(index).to(self.device, non_blocking=True)
-                        losses, present, weights = self.step(batch)
-                        for (task, loss), n in zip(losses.items(), present, strict=True):
-                            sums[task] += loss.detach() * n
-                            counts[task] += n
-                        pos.batch += 1
-                        pos.step += 1
-                        tick_samples += len(batch)
-                        if pos.step % train.log_every == 0 or pos.batch == len(order):
-                            elapsed = time.perf_counter() - tick
-                            train_time += elapsed
-                            train_samples += tick_samples
-                            rate = tick_samples / max(elapsed, 1e-9)
-                            current = {t: float(v.detach()) for t, v in losses.items()}
-                            progress.update(pos.batch, rate, current)
-                            logger.log(
-                                "train",
-                                pos.step,
-                                epoch=pos.epoch,
-                                loss=current,
-                                weights={t: float(w) for t, w in weights.items()},
-                                lr=self.optimizer.param_groups[0]["lr"],
-                                samples_per_s=rate,
-                                **self.transfer_log(),
-                            )
-                            tick, tick_samples = time.perf_counter(), 0
-                        signum = self.agreed_stop(stop.signum)  # read once, the same everywhere
-                        if signum is not None or (
-                            train.checkpoint_every
-                            and pos.step % train.checkpoint_every == 0
-                            and pos.batch < len(order)
-                        ):
-                            self.save("last", epoch_start_state)
-                        if signum is not None:
-                            raise TrainingInterrupted(signum, pos.step, self.run_dir)
-                    self.end_epoch(logger, sums, counts)
-                    signum = self.agreed_stop(stop.signum)
-                    if signum is not None:  # end_epoch has just written `last`
-                        raise TrainingInterrupted(signum, pos.step, self.run_dir)
+                    self.run_epoch(logger, progress, stop, clock)
         finally:
             logger.close()
+            self.writer = None
             if self.transfer is not None:  # the capture hooks leave the model with the loop
                 self.transfer.close()
-        return self.finish(train_time, train_samples)
+        return self.finish(clock.seconds, clock.samples)
+
+    def run_epoch(
+        self, logger: RunLogger, progress: TrainProgress, stop: StopRequests, clock: Clock
+    ) -> None:
+        """The rest of the current epoch (all of it, or from a resumed batch), then its end."""
+        train, pos = self.settings, self.position
+        epoch_start_state = self.shuffle.get_state()
+        order = batch_indices(len(self.splits.train), train.batch_size, True, self.shuffle)
+        progress.start_epoch(f"epoch {pos.epoch + 1}/{train.epochs}", len(order), pos.batch)
+        if pos.batch == 0:
+            self.epoch_sums = {t: torch.zeros((), device=self.device) for t in self.tasks}
+            self.epoch_counts = dict.fromkeys(self.tasks, 0)
+        clock.tick()
+        for index in order[pos.batch :]:
+            if self.dist is not None:  # this process's part of the global batch
+                if len(index) < self.dist.world:  # too small to share: dropped
+                    pos.batch += 1
+                    continue
+                index = self.dist.shard(index)
+            batch = self.splits.train.batch(index).to(self.device, non_blocking=True)
+            losses, present, weights = self.step(batch)
+            for (task, loss), n in zip(losses.items(), present, strict=True):
+                self.epoch_sums[task] += loss.detach() * n
+                self.epoch_counts[task] += n
+            pos.batch += 1
+            pos.step += 1
+            clock.count(len(batch))
+            if pos.step % train.log_every == 0 or pos.batch == len(order):
+                self.log_step(logger, progress, clock, losses, weights)
+            signum = self.agreed_stop(stop.signum)  # read once, the same everywhere
+            if signum is not None or (
+                train.checkpoint_every
+                and pos.step % train.checkpoint_every == 0
+                and pos.batch < len(order)
+            ):
+                self.save("last", epoch_start_state)
+            if signum is not None:
+                raise TrainingInterrupted(signum, pos.step, self.run_dir)
+        self.end_epoch(logger, self.epoch_sums, self.epoch_counts)
+        signum = self.agreed_stop(stop.signum)
+        if signum is not None:  # end_epoch has just written `last`
+            raise TrainingInterrupted(signum, pos.step, self.run_dir)
+
+    def log_step(
+        self,
+        logger: RunLogger,
+        progress: TrainProgress,
+        clock: Clock,
+        losses: Mapping[str, Tensor],
+        weights: Mapping[str, Tensor],
+    ) -> None:
+        """The progress bar and a ``train`` event: losses, weights, learning rate, speed."""
+        pos = self.position
+        rate = clock.lap()
+        current = {t: float(v.detach()) for t, v in losses.items()}
+        progress.update(pos.batch, rate, current)
+        logger.log(
+            "train",
+            pos.step,
+            epoch=pos.epoch,
+            loss=current,
+            weights={t: float(w) for t, w in weights.items()},
+            lr=self.optimizer.param_groups[0]["lr"],
+            samples_per_s=rate,
+            **self.transfer_log(),
+        )
 
     def step(self, batch: Batch) -> tuple[dict[str, Tensor], list[int], dict[str, Tensor]]:
         """One optimizer step on ``batch``: forward, masked task losses, weighting, update."""
@@ -365,6 +390,7 @@ class Trainer:
             self.scaler.scale,
             self.task_params,
             cut,
+            self.dist,
         )
         weights = self.weighting.backward(losses, ctx)
         self.average_gradients()
@@ -392,7 +418,7 @@ class Trainer:
             if not math.isfinite(value)
         )
         where = f"at step {pos.step + 1} (epoch {pos.epoch + 1}, batch {pos.batch + 1})"
-        if self.config.train.nonfinite == "stop":
+        if self.settings.nonfinite == "stop":
             raise ValueError(
                 f"{bad} {where}; train.nonfinite=stop ends the run "
                 "(train.nonfinite=skip skips such steps)"
@@ -427,9 +453,9 @@ class Trainer:
 
     def finish_step(self, batch: Batch) -> None:
         """Clip, step the optimizer and the schedule, let the strategy look at the result."""
-        if self.config.train.grad_clip is not None:
+        if self.settings.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.weighting.after_step(lambda: self.recompute(batch))
@@ -458,38 +484,25 @@ class Trainer:
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Mixed precision on CUDA when asked for; a no-op otherwise."""
-        if not self.config.train.amp:
+        if not self.settings.amp:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def log_attention(self, writer: Any, step: int) -> None:
-        """Attention heatmaps of the first validation samples to TensorBoard (one per task)."""
-        from attnmtl.report import log_attention_images
-
-        val = self.splits.val
-        if len(val) == 0:
-            return
-        probe = val.batch(torch.arange(min(ATTENTION_EXAMPLES, len(val)))).to(self.device)
-        log_attention_images(
-            writer, self.model, probe, step, self.tasks, val.layout, ATTENTION_EXAMPLES
-        )
 
     def end_epoch(
         self, logger: RunLogger, sums: Mapping[str, Tensor], counts: Mapping[str, int]
     ) -> None:
         """Evaluate on validation data, log, keep the best and the last checkpoint."""
-        pos, train = self.position, self.config.train
+        pos, train = self.position, self.settings
         train_loss = {t: float(sums[t]) / counts[t] for t in self.tasks if counts[t]}
         if self.dist is not None:  # running statistics (BatchNorm): rank 0's everywhere, as
             self.dist.broadcast_buffers(self.model)  # DDP's broadcast_buffers does
         val = evaluate(self.model, self.splits.val, self.tasks, train.eval_batch_size, self.device)
         skipped = {"skipped_steps": pos.epoch_skipped} if pos.epoch_skipped else {}
         logger.log("epoch", pos.step, epoch=pos.epoch, train_loss=train_loss, val=val, **skipped)
-        last = pos.epoch + 1 == train.epochs
-        if logger.writer is not None and (last or pos.epoch % ATTENTION_IMAGES_EVERY == 0):
-            self.log_attention(logger.writer, pos.step)
+        for callback in self.callbacks:
+            callback(self, pos.epoch, val)
         pos.history.append({"epoch": pos.epoch, "train_loss": train_loss, "val": val})
-        score = self.monitor_value(val)
+        score = self.score(val)
         if math.isnan(score):  # a NaN never counts as the best
             score = math.inf
         improved = pos.best is None or score < pos.best or math.isinf(pos.best)
@@ -508,15 +521,6 @@ class Trainer:
     def primary_metrics(self) -> Iterator[tuple[str, str]]:
         """(task, its primary metric) for every task."""
         return ((name, task.primary_metric) for name, task in self.tasks.items())
-
-    def monitor_value(self, val: Mapping[str, Mapping[str, float]]) -> float:
-        """The value model selection minimises (sign flipped for higher-is-better metrics)."""
-        if self.config.train.monitor == "loss":
-            return sum(m["loss"] for m in val.values())
-        value = val.get(self.monitor_task, {}).get(self.monitor_metric)
-        if value is None:
-            return float("inf")
-        return -value if HIGHER_IS_BETTER[self.monitor_metric] else value
 
     # ----------------------------------------------------------- checkpoints & summary
 
@@ -589,7 +593,7 @@ class Trainer:
         set_rng_state(resume["rng"])
         if self.dist is not None and self.dist.rank > 0:  # each process its own stream again
             torch.manual_seed(
-                self.config.train.seed + 1_000_003 * checkpoint.meta["step"] + self.dist.rank
+                self.settings.seed + 1_000_003 * checkpoint.meta["step"] + self.dist.rank
             )
         self.epoch_sums = {t: v.to(self.device) for t, v in resume["epoch_sums"].items()}
         self.epoch_counts = dict(resume["epoch_counts"])
@@ -625,7 +629,7 @@ class Trainer:
 
     def finish(self, train_time: float, train_samples: int) -> dict[str, Any]:
         """Test the selected model (best by validation, or last) and write summary.json."""
-        train = self.config.train
+        train = self.settings
         selected = "last"
         if train.test_on == "best" and self.run_dir is not None:
             best = load_reporting(self.run_dir / "checkpoints" / "best", self.console.log)
@@ -638,7 +642,7 @@ class Trainer:
                 self.model, data, self.tasks, train.eval_batch_size, self.device
             )
         summary = {
-            "name": self.config.name,
+            "name": self.name,
             "tasks": results["test"],
             "val": results["val"],
             "selected": selected,
@@ -651,8 +655,6 @@ class Trainer:
             "data": self.splits.info,
         }
         if self.run_dir is not None:
-            from attnmtl.engine.checkpoint import write_json_atomic
-
             write_json_atomic(self.run_dir / "summary.json", summary)
         return summary
 

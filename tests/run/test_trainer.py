@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from attnmtl.config import parse_config
-from attnmtl.engine import resume_run, train_run
-from attnmtl.engine.checkpoint import load_checkpoint
+from attnmtl.pipeline import resume_run, train_run
+from attnmtl.run.checkpoint import load_checkpoint
+from attnmtl.run.config import parse_config
 
 from .conftest import toy_config
 
@@ -57,7 +57,7 @@ def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
 
 def test_resuming_from_a_mid_epoch_checkpoint_replays_the_same_batches(tmp_path, monkeypatch):
     full, _ = _train(tmp_path, "full", train={"epochs": 2, "checkpoint_every": 4, "log_every": 1})
-    from attnmtl.engine.trainer import Trainer
+    from attnmtl.run.trainer import Trainer
 
     original = Trainer.step
 

@@ -26,7 +26,7 @@ class Batch:
 
     Attributes:
         inputs: (B, T, F) sequences, (B, C, *S) images, or a dict of such tensors.
-        labels: task → labels in that task's convention (:mod:`attnmtl.tasks`); entries of
+        labels: task → labels in that task's convention (:mod:`attnmtl.core.tasks`); entries of
             samples not labelled for the task hold an arbitrary filler and must never be read.
         label_mask: task → (B,) bool, True where the sample is labelled for the task.
         lengths: (B,) real lengths of right-padded sequences, or None.

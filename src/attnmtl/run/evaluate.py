@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from attnmtl.config import apply_overrides, parse_config, read_yaml
 from attnmtl.data import DATASETS
-from attnmtl.engine.checkpoint import load_checkpoint
-from attnmtl.engine.setup import build_data, build_model, resolve_device
 from attnmtl.eval.metrics import evaluate
+from attnmtl.run.build import CHECKPOINTS, build_data, load_run, resolve_device
+from attnmtl.run.config import apply_overrides, parse_config, read_yaml
 
 SPLITS = ("train", "val", "test")
-CHECKPOINTS = ("best", "last")
 
 
 # Builder argument → the keys of the training data's info that hold its (mean, std).
@@ -74,23 +71,10 @@ def evaluate_run(
     if data is not None or overrides:
         reuse_statistics(raw["data"], build_data(saved).info)
     config = parse_config(raw)
-    state = load_checkpoint(run_dir / "checkpoints" / checkpoint)
-    splits = build_data(config)
-    tasks = [asdict(task) for task in splits.tasks.values()]
-    if tasks != state.meta["tasks"]:
-        raise ValueError(
-            f"data {config.data.name!r} has tasks {[t['name'] for t in tasks]}; the run was "
-            f"trained on {[t['name'] for t in state.meta['tasks']]} (same names, kinds, sizes "
-            "needed)"
-        )
-    model = build_model(saved, splits)
-    try:
-        model.load_state_dict(state.model)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[-1].strip()
-        raise ValueError(f"the run's weights do not fit this data's inputs: {first}") from None
     device = resolve_device(config.train.device)
-    model.to(device)
+    other = build_data(config)
+    run = load_run(run_dir, checkpoint, device, splits=other, data_name=config.data.name)
+    splits, model = run.splits, run.model
     return evaluate(
         model, getattr(splits, split), splits.tasks, config.train.eval_batch_size, device
     )

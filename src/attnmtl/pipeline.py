@@ -1,4 +1,6 @@
-"""A run from start to finish: config → data, model → run directory → training → summary.
+"""A run from start to finish: config → data, model → run directory → training → efficiency
+→ generalization → report, and resuming one. The orchestration lives here, above the run
+layer (which trains) and the report (which draws); :func:`train_run` is ``attnmtl train``.
 
 The run directory is created only once the config, the data and the model have all been
 built and checked, so bad input never leaves a half-written directory; an existing directory is
@@ -7,7 +9,6 @@ never reused (except by ``resume``).
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import time
@@ -19,13 +20,19 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from attnmtl.config import RunConfig, apply_overrides, dump_config, parse_config, read_yaml
-from attnmtl.engine.checkpoint import Checkpoint, checkpoint_exists, load_reporting
-from attnmtl.engine.distributed import init_distributed
-from attnmtl.engine.setup import build_data, build_model, seed_everything
-from attnmtl.engine.trainer import Trainer
+from attnmtl.core.distributed import init_distributed
+from attnmtl.core.io import write_json_atomic, write_text_atomic
+from attnmtl.eval.efficiency import measure_efficiency
+from attnmtl.report import AttentionImages, build_report
+from attnmtl.run.build import build_data, build_model, seed_everything
+from attnmtl.run.checkpoint import Checkpoint, checkpoint_exists, load_reporting
+from attnmtl.run.config import RunConfig, apply_overrides, dump_config, parse_config, read_yaml
+from attnmtl.run.generalize import PRESETS, generalization
+from attnmtl.run.trainer import Trainer
 
 RESUMABLE_KEYS = ("train.epochs", "train.progress", "train.device", "train.threads")
+# Every run's per-epoch callbacks: attention heatmaps in TensorBoard (when it is enabled).
+CALLBACKS = (AttentionImages(),)
 
 
 def new_run_dir(out: Path | None, name: str) -> Path:
@@ -56,7 +63,7 @@ def train_run(
 ) -> tuple[Path | None, dict[str, Any]]:
     """Train a new run; returns its directory (None when ``write`` is False) and summary.
 
-    Under torchrun every process trains its shard (:mod:`attnmtl.engine.distributed`); rank 0
+    Under torchrun every process trains its shard (:mod:`attnmtl.core.distributed`); rank 0
     alone creates the directory, writes, logs and reports.
     """
     console = console or Console(stderr=True)
@@ -70,7 +77,7 @@ def train_run(
     splits = build_data(config)
     seed_everything(config.train.seed, config.train.deterministic)  # model init: own stream
     model = build_model(config, splits)
-    trainer = Trainer(config, splits, model, None, console)
+    trainer = Trainer.from_config(config, splits, model, console=console, callbacks=CALLBACKS)
     run_dir = planned if job is None or job.main else None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=run_dir == out)  # a generated name is never reused
@@ -79,28 +86,24 @@ def train_run(
         console.log(f"run directory: {run_dir}")
     summary = trainer.fit()
     if run_dir is not None:
-        summary = complete_run(run_dir, trainer, summary, console)
+        summary = complete_run(run_dir, config, trainer, summary, console)
     return run_dir, summary
 
 
 def complete_run(
-    run_dir: Path, trainer: Trainer, summary: dict[str, Any], console: Console
+    run_dir: Path, config: RunConfig, trainer: Trainer, summary: dict[str, Any], console: Console
 ) -> dict[str, Any]:
     """After training (``train.report``): efficiency and, for built-in data, generalization to
     the data set's shift presets go into summary.json, then report.html is written."""
-    if not trainer.config.train.report:
+    if not config.train.report:
         return summary
-    from attnmtl.engine.checkpoint import write_json_atomic
-    from attnmtl.eval.efficiency import measure_efficiency
-    from attnmtl.eval.generalization import PRESETS, generalization
-    from attnmtl.report import build_report
 
     efficiency = measure_efficiency(trainer.model, trainer.splits.test, trainer.device)
     summary["efficiency"] = {
         "train_samples_per_s": summary.get("train_samples_per_s"),
         **efficiency,
     }
-    if trainer.config.data.name in PRESETS:
+    if config.data.name in PRESETS:
         summary["generalization"] = generalization(run_dir)
     write_json_atomic(run_dir / "summary.json", summary)
     path = build_report(run_dir)
@@ -158,7 +161,9 @@ def resume_run(
     splits = build_data(config)
     seed_everything(config.train.seed, config.train.deterministic)
     model = build_model(config, splits)
-    trainer = Trainer(config, splits, model, run_dir if main else None, console)
+    trainer = Trainer.from_config(
+        config, splits, model, run_dir if main else None, console, callbacks=CALLBACKS
+    )
     if checkpoint is not None:
         trainer.restore(checkpoint)
     if not main:
@@ -171,7 +176,7 @@ def resume_run(
     else:
         position = trainer.position
         console.log(f"resuming {run_dir} at epoch {position.epoch + 1}, batch {position.batch}")
-    return run_dir, complete_run(run_dir, trainer, trainer.fit(), console)
+    return run_dir, complete_run(run_dir, config, trainer, trainer.fit(), console)
 
 
 def run_complete(run_dir: Path, config: RunConfig) -> bool:
@@ -198,16 +203,6 @@ def check_resumable(
         )
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, fsync and rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def results_table(results: Mapping[str, Mapping[str, float]], title: str) -> Table:
     """A rich table: one row per task, one column per metric."""
     metrics: list[str] = []
@@ -220,11 +215,3 @@ def results_table(results: Mapping[str, Mapping[str, float]], title: str) -> Tab
     for task, values in results.items():
         table.add_row(task, *(f"{values[m]:.4f}" if m in values else "-" for m in metrics))
     return table
-
-
-def load_run_config(run_dir: Path) -> RunConfig:
-    """The resolved config saved in a run directory."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise ValueError(f"{run_dir}: not a run directory (no config.yaml)")
-    return parse_config(read_yaml(path))

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from attnmtl.tasks import Task
+from attnmtl.core.tasks import Task
 
 
 def test_multiclass_loss_is_cross_entropy_by_hand():

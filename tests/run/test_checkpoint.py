@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors import SafetensorError
 
-from attnmtl.engine import checkpoint as ckpt
-from attnmtl.engine.checkpoint import (
+from attnmtl.run import checkpoint as ckpt
+from attnmtl.run.checkpoint import (
     CheckpointFallbackWarning,
     CheckpointWriteError,
     load_checkpoint,
@@ -218,7 +218,7 @@ def test_saving_after_an_interrupted_swap_keeps_the_surviving_copy_as_previous(t
 def test_json_files_for_other_tools_are_strict_json(tmp_path):
     import json
 
-    from attnmtl.engine.checkpoint import write_json_atomic
+    from attnmtl.run.checkpoint import write_json_atomic
 
     write_json_atomic(tmp_path / "s.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": 2})
     text = (tmp_path / "s.json").read_text()

@@ -14,7 +14,7 @@ kind              prediction                      label                   loss
 ================  ==============================  ======================  ==================
 
 Each task's loss is the mean over the samples labelled for it; which those are is the batch's
-``label_mask`` (see :mod:`attnmtl.engine.objective`), never a sentinel value inside the labels.
+``label_mask`` (see :mod:`attnmtl.core.losses`), never a sentinel value inside the labels.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from attnmtl.engine.checkpoint import load_checkpoint, read_checkpoint
+from attnmtl.run.checkpoint import load_checkpoint, read_checkpoint
 
 SMALL = [
     "data.num_train=1280",

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from attnmtl.data.batch import Batch
-from attnmtl.models.output import MultiTaskOutput
-from attnmtl.tasks import Task
+from attnmtl.core.batch import Batch
+from attnmtl.core.output import MultiTaskOutput
+from attnmtl.core.tasks import Task
 
 
 def label_counts(batch: Batch, tasks: Mapping[str, Task]) -> list[int]:

@@ -15,13 +15,13 @@ from rich.console import Console
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from attnmtl.config import parse_config
 from attnmtl.data import DATASETS, register_dataset
 from attnmtl.data.dataset import batch_indices
-from attnmtl.engine import checkpoint as ckpt
-from attnmtl.engine import resume_run, train_run
-from attnmtl.engine.checkpoint import load_checkpoint
-from attnmtl.engine.trainer import StopRequests, Trainer, TrainingInterrupted
+from attnmtl.pipeline import resume_run, train_run
+from attnmtl.run import checkpoint as ckpt
+from attnmtl.run.checkpoint import load_checkpoint
+from attnmtl.run.config import parse_config
+from attnmtl.run.trainer import StopRequests, Trainer, TrainingInterrupted
 
 from .conftest import toy_config, toy_mt
 

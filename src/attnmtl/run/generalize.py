@@ -3,7 +3,7 @@
 A shift is a set of changes to the run's ``data`` section (``{"iid_noise_scale": 0.1}``), or
 another registered data set with the same tasks (``{"name": "other", ...}``), or user files
 (``{"path": "other.csv"}`` for a ``files`` run). :func:`generalization` evaluates the run's
-checkpoint on each with :func:`attnmtl.engine.evaluate.evaluate_run`, which normalises the
+checkpoint on each with :func:`attnmtl.run.evaluate.evaluate_run`, which normalises the
 shifted inputs (and standardised targets) with the run's own training statistics, so a shift
 is not normalised away.
 
@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attnmtl.config import read_yaml
-from attnmtl.engine.evaluate import evaluate_run
 from attnmtl.eval.metrics import HIGHER_IS_BETTER
+from attnmtl.run.config import read_yaml
+from attnmtl.run.evaluate import evaluate_run
 
 Scores = dict[str, dict[str, float]]  # task → metric → value
 

@@ -6,8 +6,8 @@ task ``reg`` = the mean of channel 0 (regression); ``missing`` labels are droppe
 
 import torch
 
+from attnmtl.core.tasks import Task
 from attnmtl.data import DATASETS, DataSplits, MultiTaskDataset, register_dataset
-from attnmtl.tasks import Task
 
 
 def toy_mt(

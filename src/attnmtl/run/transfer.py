@@ -22,11 +22,13 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from attnmtl.config import TransferConfig, TransferPair
-from attnmtl.data.batch import Batch
+from attnmtl.core.batch import Batch
+from attnmtl.core.output import MultiTaskOutput
+from attnmtl.core.tasks import Task
+from attnmtl.data.dataset import MultiTaskDataset
 from attnmtl.encoders.pooling import lengths_to_mask
-from attnmtl.models.output import MultiTaskOutput
-from attnmtl.tasks import Task
+from attnmtl.run.build import load_run_model
+from attnmtl.run.config import TransferConfig, TransferPair
 from attnmtl.transfer.capture import QKV, Capture
 from attnmtl.transfer.losses import (
     activation_transfer_loss,
@@ -35,7 +37,7 @@ from attnmtl.transfer.losses import (
     relation_kl,
     value_relation_kl,
 )
-from attnmtl.transfer.teacher import load_teacher
+from attnmtl.transfer.teacher import HFTeacher, freeze, load_pretrained
 
 # What each pair loss compares: the capture kind it reads.
 CAPTURE_KIND = {
@@ -253,8 +255,49 @@ class TransferObjective:
         preds = {t: flat[f"pred:{t}"] for t in self.logit_tasks}
         return records, preds
 
+    def check(self, model: nn.Module, train: MultiTaskDataset) -> None:
+        """Try every term on two training samples (the model in eval mode, no gradient), so a
+        module path that never runs or a teacher that does not fit the data fails now, in one
+        line, before a run directory exists. Sets :attr:`train_size` for the teacher cache."""
+        self.train_size = len(train)
+        probe = train.batch(torch.arange(min(2, len(train))))
+        probe.index = None  # not a training step: nothing goes into the teacher cache
+        probe = probe.to(self.device)
+        mode = model.training
+        model.eval()
+        try:
+            self.begin()
+            with torch.no_grad():
+                self(model(probe.inputs, probe.lengths), probe)
+        except (RuntimeError, IndexError, KeyError) as err:
+            self.close()
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            message = f"transfer: the terms do not fit this model and data: {first}"
+            raise ValueError(message) from None
+        except ValueError:
+            self.close()
+            raise
+        finally:
+            model.train(mode)
+
     def close(self) -> None:
         """Remove every capture hook."""
         self.student_capture.close()
         if self.teacher_capture is not None:
             self.teacher_capture.close()
+
+
+def load_teacher(
+    spec: str, checkpoint: str = "best", device: torch.device | str = "cpu"
+) -> nn.Module:
+    """The frozen teacher ``spec``: a run directory, or ``hf:NAME_OR_FOLDER``.
+
+    A run directory's model is returned as is (capture paths are its own); a Hugging Face model
+    is wrapped in :class:`~attnmtl.transfer.teacher.HFTeacher`, whose capture paths start with
+    ``model.``.
+    """
+    if spec.startswith("hf:"):
+        model: nn.Module = HFTeacher(load_pretrained(spec[3:]))
+    else:
+        model = load_run_model(spec, checkpoint)
+    return freeze(model.to(device))

@@ -223,9 +223,10 @@ def shutdown() -> None:
     _current = None
 
 
-def agree(draw: Callable[[], Tensor]) -> Tensor:
-    """A random draw every process agrees on: rank 0's, broadcast (a plain draw alone)."""
+def agree(draw: Callable[[], Tensor], job: Distributed | None) -> Tensor:
+    """A random draw every process of ``job`` agrees on: rank 0's, broadcast (a plain draw
+    without a job)."""
     value = draw()
-    if _current is not None:
-        _current.broadcast(value)
+    if job is not None:
+        job.broadcast(value)
     return value

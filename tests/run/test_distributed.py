@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from attnmtl.engine.distributed import Distributed
+from attnmtl.core.distributed import Distributed
 
 
 def _free_port() -> int:

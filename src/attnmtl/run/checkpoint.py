@@ -23,7 +23,6 @@ import contextlib
 import errno
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -38,6 +37,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from attnmtl.core.io import fsync_dir, write_json_atomic
 
 FORMAT_VERSION = 1
 TENSOR_FILES = ("model.safetensors", "optimizer.safetensors")
@@ -61,14 +62,6 @@ def checkpoint_exists(folder: Path) -> bool:
     return folder.is_dir() or previous_path(folder).is_dir()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def sha256(path: Path) -> str:
     """Hex SHA-256 of a file."""
     digest = hashlib.sha256()
@@ -76,41 +69,6 @@ def sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by None (JSON has no NaN or Infinity)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def write_json_atomic(path: Path, data: Any, strict: bool = True) -> None:
-    """Write JSON to ``path`` through a temporary file, fsync and rename.
-
-    ``strict`` writes standard JSON (NaN/Inf become null) for files other tools read;
-    checkpoints' own state keeps Python's ``Infinity``/``NaN`` tokens (read back exactly).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            if strict:
-                json.dump(json_safe(data), f, indent=2, allow_nan=False)
-            else:
-                json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def split_state(state: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
@@ -265,7 +223,7 @@ def _swap_in(tmp: Path, folder: Path) -> None:
             with contextlib.suppress(OSError):
                 os.replace(target, source)
         raise
-    _fsync_dir(folder.parent)
+    fsync_dir(folder.parent)
     shutil.rmtree(trash, ignore_errors=True)
 
 
@@ -345,7 +303,7 @@ def load_checkpoint(folder: Path, repair: bool = False) -> Checkpoint:
             os.replace(folder, corrupt)
             used += f"; the bad one is kept as {corrupt.name}"
         os.replace(previous, folder)
-        _fsync_dir(folder.parent)
+        fsync_dir(folder.parent)
         checkpoint.path = folder
     warnings.warn(
         f"{problem}; using the previous checkpoint {used}", CheckpointFallbackWarning, stacklevel=2

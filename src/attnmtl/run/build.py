@@ -1,4 +1,11 @@
-"""Building a run's parts from its config: device, seeding, data, model, optimizer, schedule."""
+"""Building a run's parts from its config, and loading finished runs (written once here).
+
+From a config: device, seeding, data, model, weighting, optimizer, schedule. From a run
+directory: :func:`load_run` rebuilds a run's data and model from its ``config.yaml`` and loads a
+checkpoint's weights (safetensors and JSON only, never a pickle). Teachers, attention-fusion
+sources (:func:`source_encoders`), ``attnmtl eval`` and the report all load runs through it; a
+model never reads a run directory itself — this layer hands it modules.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +13,29 @@ import inspect
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attnmtl.config import INJECTED, RunConfig, check_arguments
+from attnmtl.core.batch import Inputs
+from attnmtl.core.tasks import Task
 from attnmtl.data import DATASETS, DataSplits
-from attnmtl.data.batch import Inputs
 from attnmtl.models import MODELS, MultiTaskModel, MultiTaskOutput
-from attnmtl.tasks import Task
-from attnmtl.weighting import Weighting, create_weighting
+from attnmtl.run.checkpoint import Checkpoint, load_checkpoint
+from attnmtl.run.config import (
+    INJECTED,
+    RUN_SOURCES,
+    RunConfig,
+    check_arguments,
+    parse_config,
+    read_yaml,
+)
+from attnmtl.transfer.teacher import freeze
+from attnmtl.weighting import WEIGHTINGS, Weighting, create_weighting
 
 T = TypeVar("T")
 
@@ -150,6 +168,9 @@ def build_model(config: RunConfig, splits: DataSplits) -> nn.Module:
     for key, value in available.items():
         if key in params and key not in kwargs:
             kwargs[key] = value
+    if RUN_SOURCES in kwargs:  # run directories in the config: the frozen runs' encoders
+        checkpoint = kwargs.pop("checkpoint", "best")
+        kwargs[RUN_SOURCES] = source_encoders(list(kwargs[RUN_SOURCES]), checkpoint)
     model: nn.Module = construct(factory, kwargs, f"model {config.model.name!r}")
     if not isinstance(model, MultiTaskModel) and not hasattr(model, "shared_parameters"):
         if len(tasks) != 1:
@@ -190,8 +211,6 @@ def check_outputs(model: nn.Module, splits: DataSplits, name: str) -> None:
 
 def build_weighting(config: RunConfig, tasks: Sequence[str]) -> Weighting:
     """The configured balancing strategy."""
-    from attnmtl.weighting import WEIGHTINGS
-
     factory = WEIGHTINGS.get(config.weighting.name)
     kwargs = check_arguments(
         factory, config.weighting.options(), "weighting", INJECTED["weighting"]
@@ -252,19 +271,103 @@ def build_schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def count_parameters(model: nn.Module) -> dict[str, Any]:
-    """Total, trainable, shared and per-task parameter counts."""
-    counts: dict[str, Any] = {
-        "total": sum(p.numel() for p in model.parameters()),
-        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-    }
-    shared = getattr(model, "shared_parameters", None)
-    if shared is not None:
-        counts["shared"] = sum(p.numel() for p in shared())
-        tasks = getattr(model, "tasks", None)
-        if isinstance(tasks, dict):
-            counts["per_task"] = {
-                t: sum(p.numel() for p in model.task_parameters(t))  # type: ignore[operator]
-                for t in tasks
-            }
-    return counts
+# ------------------------------------------------------------------ finished runs
+
+CHECKPOINTS = ("best", "last")
+
+
+@dataclass
+class LoadedRun:
+    """A run's config, data, model (eval mode, ``checkpoint``'s weights) and checkpoint."""
+
+    run_dir: Path
+    config: RunConfig
+    splits: DataSplits
+    model: MultiTaskModel
+    checkpoint: Checkpoint
+
+    @property
+    def tasks(self) -> dict[str, Any]:
+        """Task name → :class:`~attnmtl.core.tasks.Task`, as the run was trained on."""
+        return dict(self.splits.tasks)
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    """The resolved config saved in a run directory."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ValueError(f"{run_dir}: not a run directory (no config.yaml)")
+    return parse_config(read_yaml(path))
+
+
+def load_run(
+    run_dir: str | Path,
+    checkpoint: str = "best",
+    device: torch.device | str = "cpu",
+    *,
+    splits: DataSplits | None = None,
+    data_name: str | None = None,
+    fork_rng: bool = True,
+) -> LoadedRun:
+    """The run at ``run_dir`` with its ``checkpoint`` (``best`` or ``last``) weights.
+
+    Args:
+        run_dir: a run directory (``config.yaml`` and ``checkpoints/``).
+        checkpoint: ``best`` or ``last``.
+        device: where the model goes.
+        splits: other data to build the model for (same tasks, same input shapes); the run's
+            own data by default.
+        data_name: what ``splits`` is called in errors (the run's data set by default).
+        fork_rng: build the model (which draws its initial weights) without moving torch's
+            global generator; False draws from it as training would (kept where a run's
+            published numbers were measured that way).
+    """
+    run_dir = Path(run_dir)
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"--checkpoint {checkpoint!r}; expected one of: {', '.join(CHECKPOINTS)}")
+    config = load_run_config(run_dir)
+    folder = run_dir / "checkpoints" / checkpoint
+    if not folder.is_dir():
+        raise ValueError(f"{run_dir}: no {checkpoint!r} checkpoint (expected {folder})")
+    state = load_checkpoint(folder)
+    with torch.random.fork_rng(devices=[], enabled=fork_rng):
+        data = build_data(config) if splits is None else splits
+        tasks = [asdict(task) for task in data.tasks.values()]
+        if tasks != state.meta["tasks"]:
+            raise ValueError(
+                f"data {data_name or config.data.name!r} has tasks "
+                f"{[t['name'] for t in tasks]}; the run was trained on "
+                f"{[t['name'] for t in state.meta['tasks']]} (same names, kinds, sizes needed)"
+            )
+        model = build_model(config, data)
+    try:
+        model.load_state_dict(state.model)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[-1].strip()
+        raise ValueError(f"the run's weights do not fit this data's inputs: {first}") from None
+    model.to(device).eval()
+    return LoadedRun(run_dir, config, data, model, state)  # type: ignore[arg-type]
+
+
+def load_run_model(
+    run_dir: str | Path, checkpoint: str = "best", device: torch.device | str = "cpu"
+) -> nn.Module:
+    """A finished run's model with its ``checkpoint`` weights."""
+    return load_run(run_dir, checkpoint, device, fork_rng=False).model
+
+
+def source_encoders(sources: list[str], checkpoint: str = "best") -> list[nn.Module]:
+    """The frozen shared encoders of the runs at ``sources`` (attention fusion's sources)."""
+    if not sources:
+        raise ValueError("model.sources is empty; expected one or more run directories")
+    encoders = []
+    for path in sources:
+        model = load_run_model(path, checkpoint)
+        encoder = getattr(model, "encoder", None)
+        if not isinstance(encoder, nn.Module) or not hasattr(encoder, "dim"):
+            raise ValueError(
+                f"source {path!r} ({type(model).__name__}) has no shared encoder to fuse; "
+                "expected an attention_mtl or hard_sharing run"
+            )
+        encoders.append(freeze(encoder))
+    return encoders

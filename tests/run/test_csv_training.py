@@ -4,9 +4,9 @@ import math
 
 import torch
 
-from attnmtl.config import load_config
-from attnmtl.engine import build_data, build_model
-from attnmtl.engine.trainer import Trainer
+from attnmtl.run.build import build_data, build_model
+from attnmtl.run.config import load_config
+from attnmtl.run.trainer import Trainer
 
 
 def test_csv_with_missing_labels_trains_and_never_reads_unlabelled_cells(tmp_path):
@@ -24,7 +24,7 @@ def test_csv_with_missing_labels_trains_and_never_reads_unlabelled_cells(tmp_pat
             labels[~train.label_mask[task]] = -12345  # out of range: cross-entropy would fail
     model = build_model(config, splits)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    summary = Trainer(config, splits, model, tmp_path).fit()
+    summary = Trainer.from_config(config, splits, model, tmp_path).fit()
     for name, value in model.state_dict().items():
         assert torch.isfinite(value).all(), name
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())

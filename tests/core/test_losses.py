@@ -2,10 +2,10 @@
 
 import torch
 
+from attnmtl.core import task_losses
+from attnmtl.core.tasks import Task
 from attnmtl.data import Batch
-from attnmtl.engine import task_losses
 from attnmtl.models import MultiTaskOutput
-from attnmtl.tasks import Task
 
 TASKS = {"c": Task("c", "multiclass", 3), "r": Task("r", "regression")}
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnmtl.config import parse_config
-from attnmtl.engine.run import train_run
-from attnmtl.engine.setup import build_data, build_model
-from attnmtl.engine.trainer import Trainer
 from attnmtl.models import AttentionFusionMTL
-from attnmtl.transfer import load_run_model
-from attnmtl.transfer.objective import TransferObjective
+from attnmtl.pipeline import train_run
+from attnmtl.run.build import build_data, build_model
+from attnmtl.run.config import parse_config
+from attnmtl.run.trainer import Trainer
+from attnmtl.run.transfer import TransferObjective
+from attnmtl.run import load_run_model
 
 from .conftest import toy_config
 
@@ -45,7 +45,7 @@ def _trainer(config: dict) -> Trainer:
     cfg = parse_config(config)
     splits = build_data(cfg)
     torch.manual_seed(0)
-    return Trainer(cfg, splits, build_model(cfg, splits))
+    return Trainer.from_config(cfg, splits, build_model(cfg, splits))
 
 
 def test_student_equal_to_teacher_has_zero_transfer_loss(teacher_dir: Path) -> None:

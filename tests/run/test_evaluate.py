@@ -1,6 +1,6 @@
 """Evaluating on shifted data uses the training data's normalisation."""
 
-from attnmtl.engine.evaluate import reuse_statistics
+from attnmtl.run.evaluate import reuse_statistics
 
 INFO = {"input_mean": 0.5, "input_std": 2.0, "scale_mean": 1.0, "scale_std": 0.1}
 

@@ -6,7 +6,7 @@ constructor signature (names and types), so a misspelt or ill-typed option fails
 is built, with a message naming the key, the value and the valid choices. A ``name`` may also be
 an import path ``package.module:Factory``; outside attnmtl it is refused unless imports are
 allowed (``ATTNMTL_ALLOW_IMPORTS=1`` or ``attnmtl train --allow-imports``; see
-:mod:`attnmtl.registry`). A config is parsed with YAML's safe loader only.
+:mod:`attnmtl.core.registry`). A config is parsed with YAML's safe loader only.
 
 ```yaml
 data: {name: mnist1d-mt, num_train: 4000, task_mask: none}
@@ -31,6 +31,10 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from attnmtl.data import DATASETS
+from attnmtl.models import MODELS
+from attnmtl.weighting import WEIGHTINGS
+
 # Arguments the trainer injects into components; a config may not set them.
 INJECTED = {
     "data": (),
@@ -38,6 +42,11 @@ INJECTED = {
     "weighting": ("tasks",),
 }
 DATA_RESERVED = ("name", "task_mask", "task_mask_seed", "label_fraction")
+# A model argument a config gives as run directories (attention fusion's ``sources``): the run
+# layer loads those runs' frozen encoders and hands the model modules; ``checkpoint`` (best or
+# last) says which weights. A model never reads a run directory.
+RUN_SOURCES = "sources"
+SOURCE_CHECKPOINTS = ("best", "last")
 RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # What yaml.safe_load raises on bad text: its own errors, and its constructors' on a bad
 # tagged scalar (``!!timestamp 1``: AttributeError, ``!!float abc``: ValueError, ...).
@@ -331,6 +340,12 @@ def check_arguments(
         for n, p in params.items()
         if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in injected
     ]
+    runs: dict[str, Any] = {}
+    if where == "model" and RUN_SOURCES in params:  # run directories, loaded by the run layer
+        valid.append("checkpoint")
+        kwargs = dict(kwargs)
+        runs = {k: kwargs.pop(k) for k in (RUN_SOURCES, "checkpoint") if k in kwargs}
+        check_run_sources(runs, where)
     for key in kwargs:
         if key in injected:
             raise ValueError(f"{where}.{key} is set from the data set; remove it from the config")
@@ -353,17 +368,31 @@ def check_arguments(
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
         raise ValueError(f"{where}.{key}: {first['msg']} (got {first.get('input')!r})") from None
-    return {k: getattr(checked, k) for k in fields} | {
-        k: v for k, v in kwargs.items() if k not in fields
-    }
+    return (
+        {k: getattr(checked, k) for k in fields}
+        | {k: v for k, v in kwargs.items() if k not in fields}
+        | runs
+    )
+
+
+def check_run_sources(runs: Mapping[str, Any], where: str) -> None:
+    """``sources``: a non-empty list of run directories; ``checkpoint``: best or last."""
+    sources = runs.get(RUN_SOURCES)
+    if sources is not None and (
+        not isinstance(sources, (list, tuple)) or not all(isinstance(s, str) for s in sources)
+    ):
+        raise ValueError(
+            f"{where}.{RUN_SOURCES}: expected a list of run directories (got {sources!r})"
+        )
+    checkpoint = runs.get("checkpoint", "best")
+    if checkpoint not in SOURCE_CHECKPOINTS:
+        raise ValueError(
+            f"{where}.checkpoint={checkpoint!r}; expected one of: {', '.join(SOURCE_CHECKPOINTS)}"
+        )
 
 
 def check_components(config: RunConfig) -> None:
     """Check that each component is registered and its arguments fit its signature."""
-    from attnmtl.data import DATASETS
-    from attnmtl.models import MODELS
-    from attnmtl.weighting import WEIGHTINGS
-
     for where, registry, section in (
         ("data", DATASETS, config.data),
         ("model", MODELS, config.model),
