@@ -11,11 +11,11 @@ import torch
 
 from attnmtl.models import AttentionFusionMTL
 from attnmtl.pipeline import train_run
+from attnmtl.run import load_run_model
 from attnmtl.run.build import build_data, build_model
 from attnmtl.run.config import parse_config
 from attnmtl.run.trainer import Trainer
 from attnmtl.run.transfer import TransferObjective
-from attnmtl.run import load_run_model
 
 from .conftest import toy_config
 
