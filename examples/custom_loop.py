@@ -13,7 +13,7 @@ from attnmtl.core import task_losses
 from attnmtl.data import create_dataset
 from attnmtl.eval import evaluate
 from attnmtl.models import create_model
-from attnmtl.weighting import StepContext, create_weighting
+from attnmtl.weighting import create_weighting
 
 
 def main(argv: list[str] | None = None) -> tuple[list[float], dict[str, dict[str, float]]]:
@@ -43,13 +43,10 @@ def main(argv: list[str] | None = None) -> tuple[list[float], dict[str, dict[str
         for batch in train.batches(64, shuffle=True):
             output = model(batch.inputs, batch.lengths)  # every task, every sample
             losses = task_losses(output, batch, splits.tasks)  # labelled samples only
-            optimizer.zero_grad(set_to_none=True)
-            # the shared and every task's own parameters, the shared features: nothing missing
-            context = StepContext.from_model(model, output, step, epoch)
-            weights = weighting.backward(losses, context)  # runs backward itself
-            optimizer.step()
-            weighting.after_step(  # FAMO and GradNorm update themselves after the step
-                lambda b=batch: task_losses(model(b.inputs, b.lengths), b, splits.tasks)
+            # zero_grad, backward with every shared and task parameter, optimizer step and
+            # the strategy's own after-step update, in one call
+            weights = weighting.step(
+                losses, model, output, optimizer, step=step, epoch=epoch, batch=batch
             )
             step += 1
             total, batches = total + sum(float(v.detach()) for v in losses.values()), batches + 1

@@ -109,7 +109,7 @@ def test_train_then_eval_from_the_command_line(tmp_path, capsys):
     [
         ("model.encoder_options.hiden_dim=64", "unknown argument 'hiden_dim' for encoder 'rnn'"),
         ("model.attention_options.heads=2", "unknown argument 'heads' for attention_options"),
-        ("model.encoder=lstm", "encoder='lstm'; expected one of: rnn, transformer, cnn, mlp"),
+        ("model.encoder=lstm", "encoder='lstm'; expected one of: cnn, mlp, rnn, transformer"),
         ("data.tasks=[digit, colour]", "colour"),
     ],
 )

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from attnmtl.core import task_losses
-from attnmtl.weighting import list_weightings
+from attnmtl.weighting import StepContext, create_weighting, list_weightings
 
 README = Path(__file__).parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
-LOOP = next(block for block in BLOCKS if "StepContext" in block)
+LOOP = next(block for block in BLOCKS if "weighting.step(" in block)
 
 
 def run(code: str, namespace: dict | None = None) -> dict:
@@ -23,7 +23,7 @@ def run(code: str, namespace: dict | None = None) -> dict:
 
 
 def test_the_readme_has_python_blocks_and_the_own_loop():
-    assert len(BLOCKS) >= 2 and "weighting.after_step(" in LOOP
+    assert len(BLOCKS) >= 2 and "step = 0\n" in LOOP
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
@@ -75,7 +75,7 @@ def test_a_context_without_task_parameters_is_refused_with_the_fix():
     batch = train.batch(torch.arange(64))
     output = model(batch.inputs, batch.lengths)
     losses = task_losses(output, batch, namespace["splits"].tasks)
-    context = namespace["StepContext"](model.shared_parameters(), output.features, 0, 0)
+    context = StepContext(model.shared_parameters(), output.features, 0, 0)
     with pytest.raises(ValueError, match=r"^MGDA: StepContext.task_parameters has no entry for "):
         weighting.backward(losses, context)
 
@@ -89,9 +89,24 @@ def test_a_missed_after_step_is_refused_at_the_next_backward(method):
     for step in range(2):
         output = model(batch.inputs, batch.lengths)
         losses = task_losses(output, batch, namespace["splits"].tasks)
-        context = namespace["StepContext"].from_model(model, output, step, 0)
+        context = StepContext.from_model(model, output, step, 0)
         if step == 0:
             weighting.backward(losses, context)
             continue
         with pytest.raises(RuntimeError, match=r"after_step\(\) was not called"):
             weighting.backward(losses, context)
+
+
+def test_the_step_refuses_an_optimizer_without_the_strategy_parameters_and_famo_without_a_batch():
+    setup = _sized(LOOP.split("step = 0\n")[0], **{"num_train=1000": "num_train=64"})
+    namespace = run(setup.replace('"pcgrad"', '"uncertainty"'))
+    model, weighting, train = namespace["model"], namespace["weighting"], namespace["train"]
+    batch = train.batch(torch.arange(64))
+    output = model(batch.inputs, batch.lengths)
+    losses = task_losses(output, batch, namespace["splits"].tasks)
+    optimizer = torch.optim.AdamW(model.parameters())  # without weighting.parameters()
+    with pytest.raises(ValueError, match=r"the optimizer does not hold the strategy's parameters"):
+        weighting.step(losses, model, output, optimizer, step=0)
+    famo = create_weighting("famo", list(namespace["splits"].tasks))
+    with pytest.raises(ValueError, match=r"^FAMO updates itself .*: pass batch=batch$"):
+        famo.step(losses, model, output, optimizer, step=0)

@@ -1,7 +1,8 @@
 """Sequence and image encoders built on :mod:`attnmtl.attention`.
 
 Every encoder returns an :class:`EncoderOutput`: pooled features, per-step features, the mask
-and the attention it computed.
+and the attention it computed. :data:`ENCODERS` finds them by name for a model
+(``@register_encoder(name)`` adds one; see :mod:`attnmtl.encoders.registry`).
 """
 
 from attnmtl.encoders.cnn import ConvEncoder
@@ -9,12 +10,20 @@ from attnmtl.encoders.mlp import MLPEncoder
 from attnmtl.encoders.output import EncoderOutput
 from attnmtl.encoders.pooling import MaskedPooling, lengths_to_mask, make_pooling
 from attnmtl.encoders.positional import PositionalEncoding, sinusoidal_table
+from attnmtl.encoders.registry import (
+    ENCODERS,
+    Encoding,
+    list_encoders,
+    register_encoder,
+)
 from attnmtl.encoders.rnn import RNNEncoder
 from attnmtl.encoders.transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [
+    "ENCODERS",
     "ConvEncoder",
     "EncoderOutput",
+    "Encoding",
     "MLPEncoder",
     "MaskedPooling",
     "PositionalEncoding",
@@ -22,6 +31,8 @@ __all__ = [
     "TransformerEncoder",
     "TransformerEncoderLayer",
     "lengths_to_mask",
+    "list_encoders",
     "make_pooling",
+    "register_encoder",
     "sinusoidal_table",
 ]

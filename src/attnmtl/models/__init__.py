@@ -7,7 +7,7 @@ from attnmtl.core.output import MultiTaskOutput
 from attnmtl.models.attention_mtl import AttentionMTL
 from attnmtl.models.base import MultiTaskModel, make_head, unique_parameters
 from attnmtl.models.cross_stitch import CrossStitch, CrossStitchUnit
-from attnmtl.models.encoder import ENCODER_KINDS, SharedEncoder, build_encoder
+from attnmtl.models.encoder import ModuleEncoder, SharedEncoder, build_encoder
 from attnmtl.models.fusion import AttentionFusionMTL, FusionAttention
 from attnmtl.models.hard_sharing import HardSharing
 from attnmtl.models.mmoe import MMoE
@@ -16,7 +16,6 @@ from attnmtl.models.registry import MODELS, create_model, list_models, register_
 from attnmtl.models.seed import SEED_TASKS, SeedAttnRNN, SeedAttnTransferMTL
 
 __all__ = [
-    "ENCODER_KINDS",
     "MODELS",
     "MTAN",
     "SEED_TASKS",
@@ -28,6 +27,7 @@ __all__ = [
     "HardSharing",
     "MMoE",
     "MTANTrace",
+    "ModuleEncoder",
     "MultiTaskModel",
     "MultiTaskOutput",
     "SeedAttnRNN",

@@ -65,12 +65,16 @@ class AttentionMTL(MultiTaskModel):
         tasks: the tasks (injected from the data set).
         input_shape: one sample's input shape (injected).
         layout: ``sequence``, ``image`` or ``table`` (injected).
-        encoder: ``rnn``, ``transformer`` or ``cnn`` (see :mod:`attnmtl.models.encoder`).
-        encoder_options: keyword arguments of the encoder (``hidden_dim``, ``cell``...).
+        encoder: a registered encoder name (``rnn``, ``transformer``, ``cnn``, ``mlp``) or
+            your own ``nn.Module`` (see :func:`~attnmtl.models.build_encoder`: it may return
+            per-step features (B, T, D), as ``nn.GRU(..., batch_first=True)`` does).
+        encoder_options: keyword arguments of a named encoder (``hidden_dim``, ``cell``...).
         attention_options: keyword arguments of each task's
             :class:`~attnmtl.attention.AttentionPooling` (``hidden_dim``, ``selection``...).
         head_hidden_dim: hidden width of each task's MLP head; None = one Linear layer.
         dropout: dropout on the pooled features and inside MLP heads.
+        encoder_dim: the per-step width of an encoder module that does not declare it
+            (``dim``); read off one forward pass otherwise.
     """
 
     splits_features = True
@@ -80,15 +84,18 @@ class AttentionMTL(MultiTaskModel):
         tasks: Sequence[Task],
         input_shape: tuple[int, ...],
         layout: str = "sequence",
-        encoder: str = "rnn",
+        encoder: str | nn.Module = "rnn",
         encoder_options: Mapping[str, Any] | None = None,
         attention_options: Mapping[str, Any] | None = None,
         head_hidden_dim: int | None = None,
         dropout: float = 0.0,
+        encoder_dim: int | None = None,
     ) -> None:
         super().__init__(tasks)
-        options = {"pooling": "mean", **dict(encoder_options or {})}
-        self.encoder = build_encoder(encoder, tuple(input_shape), layout, **options)
+        options = dict(encoder_options or {})
+        if not isinstance(encoder, nn.Module):  # the per-task poolings do the pooling
+            options = {"pooling": "mean", **options}
+        self.encoder = build_encoder(encoder, tuple(input_shape), layout, encoder_dim, **options)
         self.attention, self.heads = task_readouts(
             self.tasks, self.encoder.dim, attention_options, head_hidden_dim, dropout
         )

@@ -44,13 +44,16 @@ class HardSharing(MultiTaskModel):
         tasks: the tasks (injected from the data set).
         input_shape: one sample's input shape (injected).
         layout: ``sequence``, ``image`` or ``table`` (injected).
-        encoder: ``rnn``, ``transformer`` or ``cnn`` (see :mod:`attnmtl.models.encoder`).
-        pooling: ``mean``, ``max`` or ``attention``: the one pooling every task reads.
+        encoder: a registered encoder name (``rnn``, ``transformer``, ``cnn``, ``mlp``) or your
+            own ``nn.Module`` (see :func:`~attnmtl.models.build_encoder`).
+        pooling: ``mean``, ``max`` or ``attention``: the one pooling every task reads (a
+            named encoder's; an encoder module's pooled output is the mean of its steps).
         encoder_options: keyword arguments of the encoder (``hidden_dim``, ``channels``...),
             without ``pooling`` / ``pooling_options``.
         pooling_options: options of the attention pooling (with ``pooling='attention'``).
         head_hidden_dim: hidden width of each task's MLP head; None = one Linear layer.
         dropout: dropout on the pooled features and inside MLP heads.
+        encoder_dim: the per-step width of an encoder module that does not declare it.
 
     With attention pooling, ``attention[task]`` holds the shared pooling weights, the same
     tensor for every task (no task has attention of its own); otherwise it is empty.
@@ -64,25 +67,35 @@ class HardSharing(MultiTaskModel):
         tasks: Sequence[Task],
         input_shape: tuple[int, ...],
         layout: str = "sequence",
-        encoder: str = "rnn",
+        encoder: str | nn.Module = "rnn",
         pooling: str = "mean",
         encoder_options: Mapping[str, Any] | None = None,
         pooling_options: Mapping[str, Any] | None = None,
         head_hidden_dim: int | None = None,
         dropout: float = 0.0,
+        encoder_dim: int | None = None,
     ) -> None:
         super().__init__(tasks)
         if pooling not in SHARED_POOLINGS:
             raise ValueError(f"pooling={pooling!r}; expected one of: {', '.join(SHARED_POOLINGS)}")
         options = check_encoder_options(encoder_options or {}, ("pooling", "pooling_options"))
-        self.encoder = build_encoder(
-            encoder,
-            tuple(input_shape),
-            layout,
-            pooling=pooling,
-            pooling_options=pooling_options,
-            **options,
-        )
+        if isinstance(encoder, nn.Module):
+            if pooling != "mean" or pooling_options:
+                raise ValueError(
+                    "pooling and pooling_options configure a named encoder; an encoder module "
+                    "is pooled by the mean of its per-step features (or its own pooled output)"
+                )
+            self.encoder = build_encoder(encoder, tuple(input_shape), layout, encoder_dim)
+        else:
+            self.encoder = build_encoder(
+                encoder,
+                tuple(input_shape),
+                layout,
+                encoder_dim,
+                pooling=pooling,
+                pooling_options=pooling_options,
+                **options,
+            )
         self.dropout = nn.Dropout(dropout)
         self.heads = nn.ModuleDict(
             {

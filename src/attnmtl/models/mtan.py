@@ -38,7 +38,7 @@ from attnmtl.encoders import ConvEncoder
 from attnmtl.encoders.cnn import ConvBlock
 from attnmtl.encoders.pooling import apply_pooling, make_pooling, pooled_dim
 from attnmtl.models.base import MultiTaskModel, make_head
-from attnmtl.models.encoder import build_encoder
+from attnmtl.models.encoder import SharedEncoder
 from attnmtl.models.hard_sharing import check_encoder_options
 from attnmtl.models.registry import register_model
 
@@ -106,7 +106,7 @@ class MTAN(MultiTaskModel):
             raise ValueError(f"encoder={encoder!r}; mtan is built on the 'cnn' encoder")
         reserved = ("attention", "dims", "pooling", "pooling_options")
         options = check_encoder_options(encoder_options or {}, reserved)
-        self.encoder = build_encoder("cnn", tuple(input_shape), layout, pooling="mean", **options)
+        self.encoder = SharedEncoder("cnn", tuple(input_shape), layout, pooling="mean", **options)
         dims, channels = self.cnn.dims, [self._channels(b) for b in self.cnn.blocks]
         sizes = [*channels[1:], channels[-1]]  # f^(j) output channels: the next block's
 

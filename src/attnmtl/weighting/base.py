@@ -14,11 +14,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
+import torch
 from torch import Tensor, nn
 
+from attnmtl.core.batch import Batch
 from attnmtl.core.distributed import Distributed
+from attnmtl.core.losses import task_losses
 from attnmtl.core.output import MultiTaskOutput
 from attnmtl.models.base import FeatureSplit, MultiTaskModel
 
@@ -102,6 +105,8 @@ class Weighting(nn.Module, ABC):
     """
 
     needs: Needs = "losses"
+    # Whether :meth:`after_step` calls its ``recompute`` (a forward pass after the update).
+    needs_recompute: ClassVar[bool] = False
 
     def __init__(self, tasks: Sequence[str]) -> None:
         super().__init__()
@@ -121,6 +126,71 @@ class Weighting(nn.Module, ABC):
             task → the weight (a detached scalar tensor) the strategy applied to that task's
             loss this step (for gradient-based methods, the equivalent weight they report).
         """
+
+    def step(
+        self,
+        losses: Mapping[str, Tensor],
+        model: MultiTaskModel,
+        output: MultiTaskOutput,
+        optimizer: torch.optim.Optimizer,
+        *,
+        step: int,
+        epoch: int = 0,
+        batch: Batch | None = None,
+        max_grad_norm: float | None = None,
+    ) -> dict[str, Tensor]:
+        """One whole optimizer step, with nothing left to forget: zero the gradients, run
+        :meth:`backward` with the context derived from ``model``
+        (:meth:`StepContext.from_model`), clip (``max_grad_norm``), ``optimizer.step()``, then
+        :meth:`after_step`.
+
+        Args:
+            losses: task → its loss this step (:func:`attnmtl.core.task_losses`).
+            model: the multi-task model ``output`` came from.
+            output: this batch's forward pass.
+            optimizer: holds the model's parameters and this strategy's (``parameters()``:
+                uncertainty's log-variances, GradNorm's weights); a strategy whose parameters
+                it lacks raises instead of never learning them.
+            step: optimizer steps taken before this one, across epochs.
+            epoch: the current epoch (DWA starts a new one when it changes).
+            batch: this step's batch; strategies that update themselves from the batch's
+                losses under the updated model (FAMO) need it, and raise without it.
+            max_grad_norm: clip the model's gradients to this norm before the update.
+
+        Returns:
+            task → the weight the strategy applied.
+        """
+        if self.needs_recompute and batch is None:
+            raise ValueError(
+                f"{type(self).__name__} updates itself from the batch's losses after the "
+                "optimizer step: pass batch=batch"
+            )
+        self._check_optimizer(optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        weights = self.backward(losses, StepContext.from_model(model, output, step, epoch))
+        if max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+
+        def recompute() -> dict[str, Tensor]:
+            assert batch is not None
+            with torch.no_grad():
+                again = model(batch.inputs, batch.lengths)
+                return task_losses(again, batch, model.tasks)
+
+        self.after_step(recompute)
+        return weights
+
+    def _check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """ValueError when ``optimizer`` does not hold every parameter of this strategy."""
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        missing = [n for n, p in self.named_parameters() if p.requires_grad and id(p) not in held]
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__}: the optimizer does not hold the strategy's parameters "
+                f"{missing}, so they would never learn; build it over "
+                "[*model.parameters(), *weighting.parameters()]"
+            )
 
     def wants_split(self) -> bool:
         """Whether the forward pass should cut the shared representation per task

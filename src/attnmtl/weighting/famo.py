@@ -53,6 +53,7 @@ class FAMO(Weighting):
             must stay above its bound.
     """
 
+    needs_recompute = True
     logits: Tensor
     exp_avg: Tensor
     exp_avg_sq: Tensor
