@@ -29,12 +29,14 @@ def test_version_and_list(capsys):
     assert code == 0 and {"mnist1d-mt", "files"} <= set(out.split())
     code, out, _ = run(["list", "configs"], capsys)
     assert code == 0 and "default" in out.split()
+    code, out, _ = run(["list", "encoders"], capsys)
+    assert code == 0 and out.split() == ["cnn", "mlp", "rnn", "transformer"]
 
 
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["list", "nothing"], "'nothing' is not one of 'configs', 'datasets', 'models'"),
+        (["list", "nothing"], "'nothing' is not one of 'configs', 'datasets', 'encoders'"),
         (["train", "train.epochs=0"], "train.epochs: Input should be greater than or equal to 1"),
         (["train", "model.name=nope"], "model.name: unknown model 'nope'"),
         (["train", "-c", "missing.yaml"], "config 'missing.yaml' is neither a file"),

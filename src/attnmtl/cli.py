@@ -31,6 +31,7 @@ err_console = Console(stderr=True)
 class Listable(str, Enum):
     configs = "configs"
     datasets = "datasets"
+    encoders = "encoders"
     models = "models"
     weightings = "weightings"
 
@@ -54,6 +55,7 @@ def root(
 def list_components(what: Annotated[Listable, typer.Argument(help="What to list.")]) -> None:
     """List the shipped configs or the registered components of one kind."""
     from attnmtl.data import list_datasets
+    from attnmtl.encoders import list_encoders
     from attnmtl.models import list_models
     from attnmtl.run.config import shipped_configs
     from attnmtl.weighting import list_weightings
@@ -61,6 +63,7 @@ def list_components(what: Annotated[Listable, typer.Argument(help="What to list.
     listers = {
         Listable.configs: lambda: sorted(shipped_configs()),
         Listable.datasets: list_datasets,
+        Listable.encoders: list_encoders,
         Listable.models: list_models,
         Listable.weightings: list_weightings,
     }
