@@ -323,3 +323,19 @@ def test_logit_distillation_mask():
 def test_logit_distillation_rejects(kwargs, match):
     with pytest.raises(ValueError, match=match):
         logit_distillation(torch.randn(2, 1), torch.randn(2, 1), **kwargs)
+
+
+def test_pair_losses_are_found_by_name_and_a_bad_name_is_one_line():
+    from attnmtl.run.config import parse_config
+    from attnmtl.transfer.pairs import CAPTURE_KIND, PAIR_LOSSES
+
+    assert PAIR_LOSSES.names() == ["activation", "attention_kl", "relation", "value_relation"]
+    assert CAPTURE_KIND == {
+        "activation": "activation",
+        "attention_kl": "attention",
+        "value_relation": "qkv",
+        "relation": "qkv",
+    }
+    bad = {"teacher": "somewhere", "pairs": [{"student": "a", "loss": "fitnet"}]}
+    with pytest.raises(ValueError, match=r"loss='fitnet'; expected one of: activation, "):
+        parse_config({"transfer": bad})

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from attnmtl.data import DATASETS
 from attnmtl.models import MODELS
+from attnmtl.transfer.pairs import PAIR_LOSSES
 from attnmtl.weighting import WEIGHTINGS
 
 # Arguments the trainer injects into components; a config may not set them.
@@ -157,7 +158,7 @@ class TransferPair(Section):
 
     student: str
     teacher: str | None = None
-    loss: Literal["activation", "attention_kl", "value_relation", "relation"] = "attention_kl"
+    loss: str = "attention_kl"  # a registered pair loss (attnmtl.transfer.pairs)
     weight: float = Field(1.0, ge=0)
     p: float = Field(2.0, gt=0)
     convention: Literal["official", "paper"] = "official"
@@ -422,6 +423,12 @@ def check_transfer(transfer: TransferConfig) -> None:
         raise ValueError(
             f"transfer.teacher={transfer.teacher!r} but no transfer.pairs and logits.weight=0; "
             "add a pair or a logits weight"
+        )
+    unknown = [p.loss for p in transfer.pairs if p.loss not in PAIR_LOSSES]
+    if unknown:
+        raise ValueError(
+            f"transfer.pairs: loss={unknown[0]!r}; expected one of: "
+            f"{', '.join(PAIR_LOSSES.names())}"
         )
     for pair in transfer.cross_task:
         if pair.source == pair.target:

@@ -31,21 +31,11 @@ from attnmtl.run.build import load_run_model
 from attnmtl.run.config import TransferConfig, TransferPair
 from attnmtl.transfer.capture import QKV, Capture
 from attnmtl.transfer.losses import (
-    activation_transfer_loss,
     attention_kl,
     logit_distillation,
-    relation_kl,
-    value_relation_kl,
 )
+from attnmtl.transfer.pairs import CAPTURE_KIND, PAIR_LOSSES
 from attnmtl.transfer.teacher import HFTeacher, freeze, load_pretrained
-
-# What each pair loss compares: the capture kind it reads.
-CAPTURE_KIND = {
-    "activation": "activation",
-    "attention_kl": "attention",
-    "value_relation": "qkv",
-    "relation": "qkv",
-}
 
 
 def padding_mask(batch: Batch, steps: int) -> Tensor | None:
@@ -54,25 +44,9 @@ def padding_mask(batch: Batch, steps: int) -> Tensor | None:
 
 
 def pair_loss(pair: TransferPair, teacher: object, student: object, mask: Tensor | None) -> Tensor:
-    """One pair's loss between the teacher's and the student's records."""
-    if pair.loss == "activation":
-        assert isinstance(teacher, Tensor) and isinstance(student, Tensor)
-        return activation_transfer_loss(
-            student, teacher, pair.p, pair.convention, pair.resize, pair.channels_last
-        )
-    if pair.loss == "attention_kl":
-        assert isinstance(teacher, Tensor) and isinstance(student, Tensor)
-        keys = mask if mask is not None and mask.shape[-1] == student.shape[-1] else None
-        return attention_kl(teacher, student, keys, pair.heads)
-    assert isinstance(teacher, QKV) and isinstance(student, QKV)
-    keys = mask if mask is not None and mask.shape[-1] == student.q.shape[1] else None
-    if pair.loss == "value_relation":
-        return value_relation_kl(teacher.v, student.v, teacher.num_heads, student.num_heads, keys)
-    heads = pair.relation_heads or student.num_heads
-    terms = [
-        relation_kl(getattr(teacher, r), getattr(student, r), heads, keys) for r in pair.relations
-    ]
-    return torch.stack(terms).mean()
+    """One pair's loss between the teacher's and the student's records (by its registered
+    name, :data:`~attnmtl.transfer.pairs.PAIR_LOSSES`)."""
+    return PAIR_LOSSES.get(pair.loss)(teacher, student, mask, pair)
 
 
 class TeacherCache:

@@ -14,6 +14,7 @@ from attnmtl.transfer.losses import (
     relation_kl,
     value_relation_kl,
 )
+from attnmtl.transfer.pairs import PAIR_LOSSES, register_pair_loss
 from attnmtl.transfer.teacher import (
     HFTeacher,
     freeze,
@@ -22,6 +23,7 @@ from attnmtl.transfer.teacher import (
 
 __all__ = [
     "KINDS",
+    "PAIR_LOSSES",
     "QKV",
     "Capture",
     "HFTeacher",
@@ -33,6 +35,7 @@ __all__ = [
     "freeze",
     "load_pretrained",
     "logit_distillation",
+    "register_pair_loss",
     "relation_kl",
     "value_relation_kl",
 ]

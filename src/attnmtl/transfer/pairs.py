@@ -1,0 +1,81 @@
+"""Pair losses by name: what a ``transfer.pairs`` entry's ``loss`` compares and how.
+
+A pair loss reads one kind of capture record (:mod:`attnmtl.transfer.capture`: ``activation``,
+``attention`` or ``qkv``) from the teacher and the student at their module paths and returns a
+scalar. ``@register_pair_loss(name, capture)`` adds one; the run layer looks a pair's loss up
+here, never by an if/elif on its name. Each is called as ``loss(teacher, student, mask,
+options)``: the two records, the (B, T) key-padding mask of the batch (True = real step, or
+None) and the pair's options (an object with the attributes each loss reads, e.g. the config's
+``TransferPair``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from attnmtl.core.registry import Registry
+from attnmtl.transfer.capture import QKV
+from attnmtl.transfer.losses import (
+    activation_transfer_loss,
+    attention_kl,
+    relation_kl,
+    value_relation_kl,
+)
+
+PairLoss = Callable[[Any, Any, Tensor | None, Any], Tensor]
+PAIR_LOSSES: Registry[PairLoss] = Registry("transfer loss")
+CAPTURE_KIND: dict[str, str] = {}  # pair loss → the capture kind it reads
+
+
+def register_pair_loss(name: str, capture: str) -> Callable[[PairLoss], PairLoss]:
+    """Register a pair loss under ``name``, reading records of kind ``capture``."""
+
+    def decorator(loss: PairLoss) -> PairLoss:
+        CAPTURE_KIND[name] = capture
+        return PAIR_LOSSES.register(name)(loss)
+
+    return decorator
+
+
+def _keys(mask: Tensor | None, steps: int) -> Tensor | None:
+    """The padding mask when it spans the records' key axis (else the records are unpadded)."""
+    return mask if mask is not None and mask.shape[-1] == steps else None
+
+
+@register_pair_loss("activation", "activation")
+def activation_pair(teacher: Tensor, student: Tensor, mask: Tensor | None, options: Any) -> Tensor:
+    """Zagoruyko & Komodakis' attention maps of activations (``p``, ``convention``,
+    ``resize``, ``channels_last``)."""
+    return activation_transfer_loss(
+        student, teacher, options.p, options.convention, options.resize, options.channels_last
+    )
+
+
+@register_pair_loss("attention_kl", "attention")
+def attention_pair(teacher: Tensor, student: Tensor, mask: Tensor | None, options: Any) -> Tensor:
+    """MiniLM's KL between attention rows (``heads``: ``match`` or ``mean``)."""
+    return attention_kl(teacher, student, _keys(mask, student.shape[-1]), options.heads)
+
+
+@register_pair_loss("value_relation", "qkv")
+def value_relation_pair(teacher: QKV, student: QKV, mask: Tensor | None, options: Any) -> Tensor:
+    """MiniLM's value relation."""
+    keys = _keys(mask, student.q.shape[1])
+    return value_relation_kl(teacher.v, student.v, teacher.num_heads, student.num_heads, keys)
+
+
+@register_pair_loss("relation", "qkv")
+def relation_pair(teacher: QKV, student: QKV, mask: Tensor | None, options: Any) -> Tensor:
+    """MiniLMv2's Q-Q, K-K and V-V relations (``relations``) over ``relation_heads`` heads
+    (the student's head count by default), averaged."""
+    keys = _keys(mask, student.q.shape[1])
+    heads = options.relation_heads or student.num_heads
+    terms = [
+        relation_kl(getattr(teacher, r), getattr(student, r), heads, keys)
+        for r in options.relations
+    ]
+    return torch.stack(terms).mean()
