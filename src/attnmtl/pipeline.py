@@ -191,6 +191,12 @@ def check_resumable(
 ) -> None:
     """Refuse a resume that cannot continue the run as it was (or has nothing left to do)."""
     done, epochs = int(meta["epoch"]), config.train.epochs
+    stopped = meta.get("stopped_early")
+    if stopped is not None and complete:
+        raise ValueError(
+            f"the run has finished: early stopping ended it after epoch {stopped} "
+            "(train.early_stopping)"
+        )
     if done >= epochs and int(meta["batch"]) == 0 and complete:
         raise ValueError(
             f"the run has finished ({done} of {saved.train.epochs} epochs); raise train.epochs "

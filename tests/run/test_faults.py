@@ -343,3 +343,38 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_pat
     assert "no checkpoint yet: training from the start" in console.file.getvalue()
     _same(_weights(reference), _weights(run_dir))
     assert _log(run_dir) == _log(reference)
+
+
+# ---------------------------------------------------------------- early stopping
+
+
+def _early(patience, min_delta):
+    return _config(epochs=6, early_stopping={"patience": patience, "min_delta": min_delta})
+
+
+def test_early_stopping_stops_after_patience_epochs_without_a_min_delta_improvement(tmp_path):
+    # nothing improves on epoch 1 by more than 1e9: epochs 2 and 3 are stale, stop after 3
+    run_dir, summary = train_run(_early(2, 1e9), tmp_path / "run", _console())
+    assert summary["epochs"] == 3 and summary["steps"] == 3 * 6
+    assert summary["early_stopping"] == {"patience": 2, "min_delta": 1e9, "stopped_after_epoch": 3}
+    with pytest.raises(ValueError, match=r"early stopping ended it after epoch 3"):
+        resume_run(run_dir, console=_console())
+    # a rule that never fires changes nothing: every epoch runs, the summary says so
+    _, summary = train_run(_early(50, 0.0), tmp_path / "long", _console())
+    assert summary["epochs"] == 6 and summary["early_stopping"]["stopped_after_epoch"] is None
+
+
+def test_early_stopping_state_is_checkpointed_and_a_resumed_run_stops_alike(
+    tmp_path, monkeypatch
+):
+    reference, _ = train_run(_early(2, 1e9), tmp_path / "reference", _console())
+    _signal_at(monkeypatch, signal.SIGTERM, 14)  # in epoch 3, after epoch 2 counted stale
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        train_run(_early(2, 1e9), run_dir, _console())
+    meta = load_checkpoint(run_dir / "checkpoints" / "last").meta
+    assert (meta["stale_epochs"], meta["stopped_early"]) == (1, None)
+    monkeypatch.undo()
+    _, summary = resume_run(run_dir, console=_console())
+    assert summary["epochs"] == 3 and summary["early_stopping"]["stopped_after_epoch"] == 3
+    _same(_weights(reference), _weights(run_dir))

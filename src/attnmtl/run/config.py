@@ -121,6 +121,14 @@ class ScheduleConfig(Section):
     gamma: float = Field(0.1, gt=0, le=1)
 
 
+class EarlyStopping(Section):
+    """Stop when ``train.monitor`` (or the trainer's model-selection score, e.g. bench mtl's
+    validation Δm) has not improved by more than ``min_delta`` for ``patience`` epochs."""
+
+    patience: int = Field(..., ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
 class TrainConfig(Section):
     """The training loop."""
 
@@ -139,6 +147,7 @@ class TrainConfig(Section):
     nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/Inf task loss: end the run, or skip
     monitor: str = "loss"
     test_on: Literal["best", "last"] = "best"
+    early_stopping: EarlyStopping | None = None
     tensorboard: bool = True
     progress: bool = True
     report: bool = True

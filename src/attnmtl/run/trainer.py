@@ -93,6 +93,11 @@ class Position:
     history: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0  # steps skipped for a non-finite loss (train.nonfinite=skip), in all
     epoch_skipped: int = 0  # ... and in the running epoch
+    # early stopping: epochs since the score last improved by more than min_delta, the
+    # score that counts as that improvement, and the epoch (1-based) training stopped after
+    stale: int = 0
+    reference: float | None = None
+    stopped_early: int | None = None
 
 
 Scores = Mapping[str, Mapping[str, float]]  # task → metric → value
@@ -273,7 +278,7 @@ class Trainer:
         clock = Clock()
         try:
             with TrainProgress(train.progress, self.console) as progress, StopRequests() as stop:
-                while pos.epoch < train.epochs:
+                while pos.epoch < train.epochs and pos.stopped_early is None:
                     self.run_epoch(logger, progress, stop, clock)
         finally:
             logger.close()
@@ -508,6 +513,7 @@ class Trainer:
         improved = pos.best is None or score < pos.best or math.isinf(pos.best)
         if improved:
             pos.best, pos.best_epoch = score, pos.epoch
+        self.track_patience(score)
         pos.epoch, pos.batch, pos.epoch_skipped = pos.epoch + 1, 0, 0
         if improved:
             self.save("best", self.shuffle.get_state())
@@ -517,6 +523,24 @@ class Trainer:
         )
         note = f" ({skipped['skipped_steps']} steps skipped)" if skipped else ""
         self.console.log(f"epoch {pos.epoch}/{train.epochs} val {summary}{note}")
+
+    def track_patience(self, score: float) -> None:
+        """Early stopping (``train.early_stopping``): count the epochs since the score last
+        improved on the reference by more than ``min_delta``; after ``patience`` of them,
+        mark the run stopped (at the end of this epoch, after its checkpoints)."""
+        rule, pos = self.settings.early_stopping, self.position
+        if rule is None:
+            return
+        if pos.reference is None or score < pos.reference - rule.min_delta:
+            pos.reference, pos.stale = score, 0
+        else:
+            pos.stale += 1
+        if pos.stale >= rule.patience:
+            pos.stopped_early = pos.epoch + 1
+            self.console.log(
+                f"early stopping after epoch {pos.epoch + 1}: no improvement above "
+                f"min_delta={rule.min_delta} in {rule.patience} epoch(s)"
+            )
 
     def primary_metrics(self) -> Iterator[tuple[str, str]]:
         """(task, its primary metric) for every task."""
@@ -568,6 +592,9 @@ class Trainer:
             "history": pos.history,
             "skipped_steps": pos.skipped,
             "epoch_skipped_steps": pos.epoch_skipped,
+            "stale_epochs": pos.stale,
+            "patience_reference": pos.reference,
+            "stopped_early": pos.stopped_early,
             # what bit-exact continuation also depends on (see :meth:`restore`)
             "threads": torch.get_num_threads(),
             "device": str(self.device),
@@ -608,6 +635,9 @@ class Trainer:
             list(meta["history"]),
             meta.get("skipped_steps", 0),
             meta.get("epoch_skipped_steps", 0),
+            meta.get("stale_epochs", 0),
+            meta.get("patience_reference"),
+            meta.get("stopped_early"),
         )
 
     def warn_if_not_reproducible(self, meta: Mapping[str, Any]) -> None:
@@ -626,6 +656,14 @@ class Trainer:
             f"{then['device']}, this process has {now['threads']} on {now['device']}: training "
             f"continues, but will not end bit-identical to an uninterrupted run{fix}"
         )
+
+    def early_stopping_summary(self) -> dict[str, Any]:
+        """summary.json's record of the rule and whether (after which epoch) it stopped."""
+        rule = self.settings.early_stopping
+        if rule is None:
+            return {}
+        stopped = {"stopped_after_epoch": self.position.stopped_early}
+        return {"early_stopping": {**rule.model_dump(), **stopped}}
 
     def finish(self, train_time: float, train_samples: int) -> dict[str, Any]:
         """Test the selected model (best by validation, or last) and write summary.json."""
@@ -650,6 +688,7 @@ class Trainer:
             "epochs": self.position.epoch,
             "steps": self.position.step,
             "skipped_steps": self.position.skipped,
+            **self.early_stopping_summary(),
             "train_samples_per_s": train_samples / train_time if train_time else None,
             "parameters": count_parameters(self.model),
             "data": self.splits.info,
