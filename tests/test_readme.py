@@ -2,13 +2,17 @@
 parameter under every weighting method (it once built its StepContext without the tasks' own
 parameters: under gradient methods the heads and per-task attention got no gradient)."""
 
+import io
 import re
 from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 
 from attnmtl.core import task_losses
+from attnmtl.pipeline import train_run
+from attnmtl.run.config import load_config
 from attnmtl.weighting import StepContext, create_weighting, list_weightings
 
 README = Path(__file__).parents[1] / "README.md"
@@ -26,8 +30,21 @@ def test_the_readme_has_python_blocks_and_the_own_loop():
     assert len(BLOCKS) >= 2 and "step = 0\n" in LOOP
 
 
+@pytest.fixture(scope="module")
+def a_run(tmp_path_factory):
+    """A folder holding a small default run at ``runs/mine``, for blocks that load one."""
+    folder = tmp_path_factory.mktemp("readme")
+    tiny = ["train.epochs=1", "data.num_train=256", "data.num_val=64", "data.num_test=64"]
+    tiny += ["train.report=false", "train.tensorboard=false", "train.progress=false"]
+    quiet = Console(file=io.StringIO())
+    train_run(load_config("default", tiny), folder / "runs" / "mine", quiet)
+    return folder
+
+
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_every_python_block_runs_as_written(index):
+def test_every_python_block_runs_as_written(index, request, monkeypatch):
+    if "runs/mine" in BLOCKS[index]:
+        monkeypatch.chdir(request.getfixturevalue("a_run"))
     run(BLOCKS[index])
 
 

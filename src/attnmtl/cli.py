@@ -147,6 +147,65 @@ def eval_run(
         _write_json(json_path, {"tasks": results})
 
 
+@app.command("predict")
+def predict_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by attnmtl train.")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="INPUT",
+            help="A CSV/Parquet/NPZ file with the run's input columns, or a data set name.",
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output file: .csv, .parquet or .jsonl (default: CSV on stdout)."),
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    attention: Annotated[
+        bool, typer.Option("--attention", help="Also write each task's attention weights.")
+    ] = False,
+    split: Annotated[str, typer.Option(help="The split of a data set INPUT.")] = "test",
+    batch_size: Annotated[int, typer.Option(min=1, help="Inputs per forward pass.")] = 1024,
+) -> None:
+    """Predict every task for new inputs: one row per input, classes with their probabilities
+    and regression values in natural units."""
+    from attnmtl.run.predict import predict_run
+
+    rows = predict_run(run_dir, source, out, checkpoint, attention, split, batch_size, err_console)
+    if out is not None:
+        err_console.print(f"{rows} predictions: {out}", soft_wrap=True)
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by attnmtl train.")],
+    format: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
+    out: Annotated[
+        Path | None, typer.Option(help="The file (default RUN_DIR/export/model.onnx or .pt).")
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    attention: Annotated[
+        bool, typer.Option("--attention", help="Also output each task's attention weights.")
+    ] = False,
+    tolerance: Annotated[
+        float, typer.Option(min=0.0, help="Largest allowed difference from PyTorch.")
+    ] = 1e-4,
+) -> None:
+    """Export a run as one graph (an output per task), checked against PyTorch on held-out
+    inputs before it is kept."""
+    from attnmtl.run.export import export_run
+
+    report = export_run(run_dir, format, out, checkpoint, attention, tolerance)
+    worst = max(report["max_abs_diff"].values())
+    console.print(
+        f"{report['format']}: {report['path']} (outputs {', '.join(report['outputs'])}; "
+        f"max |difference| from PyTorch {worst:.2e} <= {report['tolerance']:g} on "
+        f"{report['checked_inputs']} test inputs)",
+        soft_wrap=True,
+    )
+
+
 @app.command("report")
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory made by attnmtl train.")],
@@ -226,6 +285,27 @@ def bench_trainer(
 
     items = list(overrides or []) + ([f"train.threads={threads}"] if threads else [])
     results = run(config, items, rounds, None, log=err_console.log)
+    console.print(render(results))
+    if json_path is not None:
+        _write_json(json_path, results)
+
+
+@bench_app.command("predict")
+def bench_predict(
+    run_dir: Annotated[
+        Path | None, typer.Option("--run", help="A csv_example-like run (default: train one).")
+    ] = None,
+    rows: Annotated[int, typer.Option(min=1, help="Input rows to predict.")] = 100_000,
+    rounds: Annotated[int, typer.Option(min=1, help="Timed rounds per side (median).")] = 5,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per forward pass.")] = 1024,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write results here.")
+    ] = None,
+) -> None:
+    """predict's throughput against a bare loop calling the model on the same tensors."""
+    from attnmtl.bench.predict import render, run
+
+    results = run(run_dir, rows, rounds, batch_size, log=err_console.log)
     console.print(render(results))
     if json_path is not None:
         _write_json(json_path, results)

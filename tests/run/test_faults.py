@@ -364,9 +364,7 @@ def test_early_stopping_stops_after_patience_epochs_without_a_min_delta_improvem
     assert summary["epochs"] == 6 and summary["early_stopping"]["stopped_after_epoch"] is None
 
 
-def test_early_stopping_state_is_checkpointed_and_a_resumed_run_stops_alike(
-    tmp_path, monkeypatch
-):
+def test_early_stopping_state_is_checkpointed_and_a_resumed_run_stops_alike(tmp_path, monkeypatch):
     reference, _ = train_run(_early(2, 1e9), tmp_path / "reference", _console())
     _signal_at(monkeypatch, signal.SIGTERM, 14)  # in epoch 3, after epoch 2 counted stale
     run_dir = tmp_path / "run"

@@ -617,13 +617,22 @@ def _standardize_inputs(splits: dict[str, MultiTaskDataset]) -> dict[str, list[f
     for name, data in splits.items():
         inputs = data.inputs
         assert isinstance(inputs, torch.Tensor)
-        shape = (1, -1, 1, 1) if data.layout == "image" else (-1,)
-        scaled = (inputs - mean.view(shape)) / std.view(shape)
-        if data.lengths is not None:  # padding stays as it was
-            keep = torch.arange(inputs.shape[1]) < data.lengths[:, None]  # (N, T)
-            scaled = torch.where(keep[..., None], scaled, inputs)
+        scaled = standardize_inputs(inputs, data.lengths, data.layout, mean, std)
         splits[name] = _rebuild(data, inputs=scaled)
     return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def standardize_inputs(
+    inputs: torch.Tensor, lengths: torch.Tensor | None, layout: str, mean: Any, std: Any
+) -> torch.Tensor:
+    """``(inputs − mean) / std`` per feature (per channel for images); padding stays as is."""
+    shape = (1, -1, 1, 1) if layout == "image" else (-1,)
+    mean, std = torch.as_tensor(mean, dtype=inputs.dtype), torch.as_tensor(std, dtype=inputs.dtype)
+    scaled = (inputs - mean.view(shape)) / std.view(shape)
+    if lengths is not None:  # padding stays as it was
+        keep = torch.arange(inputs.shape[1]) < lengths[:, None]  # (N, T)
+        scaled = torch.where(keep[..., None], scaled, inputs)
+    return scaled
 
 
 def _standardize_targets(splits: dict[str, MultiTaskDataset]) -> dict[str, dict[str, list[float]]]:
@@ -778,3 +787,55 @@ def build_files(
     if standardize_targets:
         info["standardize_targets"] = _standardize_targets(data)
     return DataSplits(data["train"], data["val"], data["test"], info)
+
+
+def read_inputs(
+    path: str | Path,
+    inputs: str | Sequence[str],
+    format: str | None = None,
+    layout: str = "table",
+    lengths: str | None = None,
+    known: Sequence[str] = (),
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A file's inputs for prediction, read and checked as training reads them.
+
+    Args:
+        path: a CSV, Parquet or NPZ file.
+        inputs: the run's input column names (CSV/Parquet) or NPZ inputs array name.
+        format: ``csv``, ``parquet`` or ``npz``; default from the extension.
+        layout: the run's layout (``table`` for CSV/Parquet).
+        lengths: the NPZ lengths array name, when the run had one.
+        known: other columns that may be present and are ignored (the run's task columns);
+            any other column is an error, as is a missing input column.
+
+    Returns:
+        float32 inputs (N, ...) and int64 lengths (N,) or None. Every problem is a one-line
+        ValueError naming the file, the column or array, the row and the value.
+    """
+    found = resolve_path(path)
+    fmt = file_format(found, format)
+    names = [inputs] if isinstance(inputs, str) else list(inputs)
+    if fmt == "npz":
+        source = read_npz(found, names[0], layout, lengths, [])
+        return source.inputs, source.lengths
+    if layout != "table":
+        raise ValueError(f"{found}: a {fmt} table cannot hold the run's {layout} inputs; use NPZ")
+    if fmt == "csv":
+        with found.open(newline="", encoding="utf-8-sig") as handle:
+            header = next(csv.reader(handle), None) or []
+    else:
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ValueError(
+                "reading Parquet needs pyarrow: pip install 'attnmtl[parquet]'"
+            ) from None
+        header = list(pq.read_schema(found).names)
+    extra = [c for c in header if c not in names and c not in known]
+    if extra:
+        raise ValueError(
+            f"{found}: extra column(s) {', '.join(map(repr, extra))}; the run reads the input "
+            f"columns {', '.join(names)} (task columns are ignored)"
+        )
+    frame = _read_frame(found, fmt, {name: "inputs" for name in names})
+    return _table_inputs(frame, names, str(found)), None

@@ -34,6 +34,7 @@ from attnmtl.run.config import (
     parse_config,
     read_yaml,
 )
+from attnmtl.run.predictor import Predictions, Preprocessing, predict
 from attnmtl.transfer.teacher import freeze
 from attnmtl.weighting import WEIGHTINGS, Weighting, create_weighting
 
@@ -287,9 +288,39 @@ class LoadedRun:
     checkpoint: Checkpoint
 
     @property
-    def tasks(self) -> dict[str, Any]:
+    def tasks(self) -> dict[str, Task]:
         """Task name → :class:`~attnmtl.core.tasks.Task`, as the run was trained on."""
         return dict(self.splits.tasks)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The input statistics, target standardisation and class names the run used."""
+        return Preprocessing.of(
+            self.splits.train.layout, self.splits.info, self.tasks, self.config.data.options()
+        )
+
+    def predict(
+        self,
+        inputs: Tensor,
+        lengths: Tensor | None = None,
+        *,
+        attention: bool = False,
+        prepared: bool = False,
+        batch_size: int = 1024,
+    ) -> Predictions:
+        """Per task, class ids and probabilities or values in natural units (and attention
+        weights on request) for raw ``inputs`` as the run's files hold them, or ``prepared``
+        ones as its data set gives them (see :func:`attnmtl.run.predictor.predict`)."""
+        return predict(
+            self.model,
+            self.tasks,
+            self.preprocessing,
+            inputs,
+            lengths,
+            attention=attention,
+            prepared=prepared,
+            batch_size=batch_size,
+        )
 
 
 def load_run_config(run_dir: Path) -> RunConfig:

@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from attnmtl.data import DATASETS
+from attnmtl.data import DATASETS, DataSplits
 from attnmtl.eval.metrics import evaluate
 from attnmtl.run.build import CHECKPOINTS, build_data, load_run, resolve_device
-from attnmtl.run.config import apply_overrides, parse_config, read_yaml
+from attnmtl.run.config import RunConfig, apply_overrides, parse_config, read_yaml
 
 SPLITS = ("train", "val", "test")
 
@@ -37,6 +37,28 @@ def reuse_statistics(section: dict[str, Any], info: Mapping[str, Any]) -> None:
             section[argument] = [float(info[mean]), float(info[std])]
 
 
+def shifted_data(
+    run_dir: Path, data: str | None = None, overrides: Sequence[str] = ()
+) -> tuple[RunConfig, DataSplits]:
+    """A run's data, or another registered data set (``data``) or a changed data section
+    (``data.KEY=VALUE`` overrides), normalised with the run's own training statistics."""
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise ValueError(f"{run_dir}: not a run directory (no config.yaml)")
+    for item in overrides:
+        if not item.startswith("data."):
+            raise ValueError(f"override {item!r}; eval takes data.KEY=VALUE overrides only")
+    raw = read_yaml(config_path)
+    saved = parse_config(raw)
+    if data is not None:
+        raw["data"] = {"name": data, "task_mask": saved.data.task_mask}
+    raw = apply_overrides(raw, overrides)
+    if data is not None or overrides:
+        reuse_statistics(raw["data"], build_data(saved).info)
+    config = parse_config(raw)
+    return config, build_data(config)
+
+
 def evaluate_run(
     run_dir: Path,
     data: str | None = None,
@@ -57,24 +79,13 @@ def evaluate_run(
         raise ValueError(f"--split {split!r}; expected one of: {', '.join(SPLITS)}")
     if checkpoint not in CHECKPOINTS:
         raise ValueError(f"--checkpoint {checkpoint!r}; expected one of: {', '.join(CHECKPOINTS)}")
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise ValueError(f"{run_dir}: not a run directory (no config.yaml)")
-    for item in overrides:
-        if not item.startswith("data."):
-            raise ValueError(f"override {item!r}; eval takes data.KEY=VALUE overrides only")
-    raw = read_yaml(config_path)
-    saved = parse_config(raw)
-    if data is not None:
-        raw["data"] = {"name": data, "task_mask": saved.data.task_mask}
-    raw = apply_overrides(raw, overrides)
-    if data is not None or overrides:
-        reuse_statistics(raw["data"], build_data(saved).info)
-    config = parse_config(raw)
+    config, other = shifted_data(run_dir, data, overrides)
     device = resolve_device(config.train.device)
-    other = build_data(config)
     run = load_run(run_dir, checkpoint, device, splits=other, data_name=config.data.name)
-    splits, model = run.splits, run.model
     return evaluate(
-        model, getattr(splits, split), splits.tasks, config.train.eval_batch_size, device
+        run.model,
+        getattr(run.splits, split),
+        run.splits.tasks,
+        config.train.eval_batch_size,
+        device,
     )
