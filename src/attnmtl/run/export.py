@@ -10,10 +10,11 @@ multilabel: label probabilities (B, C); regression: values in natural units (B,)
 and, with ``attention``, one ``TASK_attention`` output per task. The batch axis is dynamic, and
 so is the step axis of sequences.
 
-The export is written to a temporary file, then loaded back (onnxruntime, or
-``torch.jit.load``) and run on up to 256 held-out test inputs in a batch size other than the
-one traced; each output must match PyTorch's to ``tolerance`` (max absolute difference, 1e-4
-by default), or nothing is kept. ONNX needs the ``export`` extra
+The export is written to a temporary file and run — the ONNX file under onnxruntime, the
+traced TorchScript module that was saved (attnmtl never calls ``torch.jit.load``, which
+unpickles) — on up to 256 held-out test inputs in a batch size other than the one traced;
+each output must match PyTorch's to ``tolerance`` (max absolute difference, 1e-4 by default),
+or nothing is kept. ONNX needs the ``export`` extra
 (``pip install 'attnmtl[export]'``: onnx, onnxruntime, onnxscript).
 """
 
@@ -123,14 +124,11 @@ def export_run(
                 if format == "onnx":
                     _onnx(serving, sample, tmp, run.splits.train.layout)
                     got = _run_onnx(tmp, raw, lengths)
-                else:
-                    torch.jit.save(torch.jit.trace(serving, sample), str(tmp))
+                else:  # the traced module is what is saved (attnmtl never calls
+                    traced = torch.jit.trace(serving, sample)  # torch.jit.load: it unpickles)
+                    torch.jit.save(traced, str(tmp))
                     with torch.no_grad():
-                        got = (
-                            torch.jit.load(str(tmp))(raw, lengths)
-                            if lengths is not None
-                            else (torch.jit.load(str(tmp))(raw))
-                        )
+                        got = traced(raw, lengths) if lengths is not None else traced(raw)
         except ValueError:
             raise
         except Exception as err:  # the exporter's own failure, said in one line
