@@ -199,16 +199,41 @@ def _check_names(names: Sequence[str], needed: Mapping[str, str], where: str) ->
             )
 
 
-def _read_frame(path: Path, fmt: str, needed: Mapping[str, str]) -> pd.DataFrame:
-    """The ``needed`` columns of a CSV (read as text) or Parquet file."""
+def _parquet() -> Any:
+    """``pyarrow.parquet``, or a one-line error naming the extra that brings it."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError("reading Parquet needs pyarrow: pip install 'attnmtl[parquet]'") from None
+    return pq
+
+
+def header(path: Path, fmt: str) -> list[str]:
+    """The column names of a CSV or Parquet file (one-line errors)."""
     where = str(path)
     if fmt == "csv":
         try:
             with path.open(newline="", encoding="utf-8-sig") as handle:
-                header = next(csv.reader(handle), None)
-            if not header:
-                raise ValueError(f"{where}: empty table (no header row)")
-            _check_names(header, needed, where)
+                names = next(csv.reader(handle), None)
+        except (csv.Error, UnicodeError) as err:
+            raise ValueError(f"{where}: cannot parse as CSV ({_one_line(err)})") from None
+        if not names:
+            raise ValueError(f"{where}: empty table (no header row)")
+        return names
+    from pyarrow import ArrowException
+
+    try:
+        return list(_parquet().read_schema(path).names)
+    except (ArrowException, OSError) as err:
+        raise ValueError(f"{where}: cannot read as Parquet ({_one_line(err)})") from None
+
+
+def _read_frame(path: Path, fmt: str, needed: Mapping[str, str]) -> pd.DataFrame:
+    """The ``needed`` columns of a CSV (read as text) or Parquet file."""
+    where = str(path)
+    _check_names(header(path, fmt), needed, where)
+    if fmt == "csv":
+        try:
             with warnings.catch_warnings():  # a row longer than the header is an error
                 warnings.simplefilter("error", pd.errors.ParserWarning)
                 frame = pd.read_csv(
@@ -217,20 +242,7 @@ def _read_frame(path: Path, fmt: str, needed: Mapping[str, str]) -> pd.DataFrame
         except (csv.Error, pd.errors.ParserError, pd.errors.ParserWarning, UnicodeError) as err:
             raise ValueError(f"{where}: cannot parse as CSV ({_one_line(err)})") from None
     else:
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ValueError(
-                "reading Parquet needs pyarrow: pip install 'attnmtl[parquet]'"
-            ) from None
-        from pyarrow import ArrowException
-
-        try:
-            names = pq.read_schema(path).names
-        except (ArrowException, OSError) as err:
-            raise ValueError(f"{where}: cannot read as Parquet ({_one_line(err)})") from None
-        _check_names(names, needed, where)
-        frame = pq.read_table(path, columns=list(needed)).to_pandas()
+        frame = _parquet().read_table(path, columns=list(needed)).to_pandas()
     if len(frame) == 0:
         raise ValueError(f"{where}: empty table (no data rows)")
     return frame
@@ -820,18 +832,8 @@ def read_inputs(
         return source.inputs, source.lengths
     if layout != "table":
         raise ValueError(f"{found}: a {fmt} table cannot hold the run's {layout} inputs; use NPZ")
-    if fmt == "csv":
-        with found.open(newline="", encoding="utf-8-sig") as handle:
-            header = next(csv.reader(handle), None) or []
-    else:
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ValueError(
-                "reading Parquet needs pyarrow: pip install 'attnmtl[parquet]'"
-            ) from None
-        header = list(pq.read_schema(found).names)
-    extra = [c for c in header if c not in names and c not in known]
+    columns = header(found, fmt)
+    extra = [c for c in columns if c not in names and c not in known]
     if extra:
         raise ValueError(
             f"{found}: extra column(s) {', '.join(map(repr, extra))}; the run reads the input "
