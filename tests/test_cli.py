@@ -119,3 +119,15 @@ def test_bad_nested_options_fail_before_a_run_directory_exists(override, needle,
     code, _, err = run(["train", override, "--out", str(tmp_path / "run")], capsys)
     assert code == 2 and needle in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_tables_are_not_cut_when_stdout_is_not_a_terminal():
+    """Piped output once cut the results table at 80 columns (``body_m…``)."""
+    code = (
+        "from attnmtl.cli import console\n"
+        "from attnmtl.pipeline import results_table\n"
+        "console.print(results_table({'body_mass': {f'metric_{i}': 1.0 for i in range(14)}}, 't'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "body_mass" in out.stdout and "metric_13" in out.stdout
+    assert max(len(line) for line in out.stdout.splitlines()) > 80

@@ -24,7 +24,9 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Side-by-side benchmarks, timed in one process.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-console = Console()
+# Results go to stdout; piped to a file or another program they are never cut to 80 columns
+# (rich's width when it sees no terminal): tables take the width their cells need.
+console = Console() if sys.stdout.isatty() else Console(width=10_000)
 err_console = Console(stderr=True)
 
 
