@@ -580,6 +580,106 @@ def _dataset(
     return MultiTaskDataset(inputs, labels, tasks, masks, lengths, cast(Layout, layout))
 
 
+VAL_SPLITS = ("random", "last")
+SPLIT_VALUES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+
+
+def check_split_values(values: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, ...]]:
+    """``split_values`` checked: keys train, val, test; each a list of distinct strings."""
+    if values is None:
+        return dict(SPLIT_VALUES)
+    unknown = [k for k in values if k not in SPLIT_VALUES]
+    if unknown or "train" not in values or "test" not in values:
+        raise ValueError(
+            f"split_values={dict(values)!r}; expected train and test (and optionally val) "
+            "mapped to lists of the split column's values"
+        )
+    out = {k: tuple(str(v) for v in vs) for k, vs in values.items()}
+    seen = [v for vs in out.values() for v in vs]
+    repeated = sorted({v for v in seen if seen.count(v) > 1})
+    if repeated:
+        raise ValueError(f"split_values: {repeated[0]!r} stands for more than one split")
+    return out
+
+
+def _side_columns(path: Path, fmt: str, columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """Row-aligned columns (NPZ: arrays) that are neither inputs nor labels, as read."""
+    if not columns:
+        return {}
+    if fmt == "npz":
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [c for c in columns if c not in archive.files]
+            if missing:
+                raise ValueError(
+                    f"{path}: no array {missing[0]!r}; available: {', '.join(archive.files)}"
+                )
+            return {c: np.asarray(archive[c]) for c in columns}
+    frame = _read_frame(path, fmt, {c: "the split/time columns" for c in columns})
+    return {c: frame[c].to_numpy(dtype=object) for c in columns}
+
+
+def _split_groups(
+    raw: np.ndarray, values: Mapping[str, Sequence[str]], column: str, where: str
+) -> dict[str, torch.Tensor]:
+    """Row indices per split by ``column``'s values; an unknown value is an error naming it."""
+    text = pd.Series(raw.ravel()).astype("string").str.strip().fillna("")
+    meaning = {v: split for split, vs in values.items() for v in vs}
+    bad = sorted(set(text) - set(meaning))
+    if bad:
+        first = int(np.flatnonzero(text.to_numpy() == bad[0])[0])
+        counts = text.value_counts()
+        shown = ", ".join(f"{v!r} ({counts[v]} rows)" for v in bad[:5])
+        raise ValueError(
+            f"{where}: split column {column!r}, row {first}: {shown} mean no split; expected "
+            f"one of {sorted(meaning)} (split_values)"
+        )
+    splits = text.map(meaning).to_numpy()
+    groups = {s: torch.as_tensor(np.flatnonzero(splits == s)) for s in ("train", "val", "test")}
+    for split in ("train", "test"):
+        if len(groups[split]) == 0:
+            raise ValueError(
+                f"{where}: split column {column!r} has no {split} row (values {values[split]})"
+            )
+    return {s: idx for s, idx in groups.items() if len(idx)}
+
+
+def _time_order(raw: np.ndarray, column: str, where: str) -> np.ndarray:
+    """Each row's rank in time by ``column`` (numbers or parseable dates), ties by file order."""
+    numbers = pd.to_numeric(pd.Series(raw), errors="coerce")
+    if numbers.isna().any():
+        numbers = pd.to_datetime(pd.Series(raw), errors="coerce")
+        if numbers.isna().any():
+            row = int(np.flatnonzero(numbers.isna().to_numpy())[0])
+            raise ValueError(
+                f"{where}: time column {column!r}, row {row}: {_shown(raw[row])} is neither a "
+                "number nor a date"
+            )
+        numbers = numbers.astype("int64")
+    return np.argsort(np.argsort(numbers.to_numpy(), kind="stable"), kind="stable")
+
+
+def _carve_val(
+    train: torch.Tensor,
+    fraction: float,
+    how: str,
+    order: np.ndarray | None,
+    seed: int,
+    where: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) rows of ``train``: a random ``fraction``, or its last ``fraction`` in time
+    (``order``, else file order)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"val_fraction={fraction!r}; expected a share in (0, 1)")
+    if how == "random":
+        parts = _carve(len(train), {"val": fraction}, seed, where)
+        return train[parts["train"]], train[parts["val"]]
+    count = max(1, round(fraction * len(train)))
+    if len(train) < count + 1:
+        raise ValueError(f"{where}: {len(train)} training rows are too few to set aside validation")
+    ranked = train if order is None else train[np.argsort(order[train.numpy()], kind="stable")]
+    return ranked[:-count].sort().values, ranked[-count:].sort().values
+
+
 def _carve(
     n: int, fractions: Mapping[str, float], seed: int, where: str
 ) -> dict[str, torch.Tensor]:
@@ -687,6 +787,11 @@ def build_files(
     seed: int = 0,
     standardize: bool = False,
     standardize_targets: bool = False,
+    split_column: str | None = None,
+    split_values: Mapping[str, Sequence[str]] | None = None,
+    val_split: str = "random",
+    time_column: str | None = None,
+    id_columns: Sequence[str] = (),
 ) -> DataSplits:
     """Train/val/test splits read from user files.
 
@@ -714,6 +819,21 @@ def build_files(
         standardize_targets: standardise each regression output with the mean and std of its
             labelled training values (recorded in ``info``; regression metrics are then in
             standard units), as the built-in data sets do.
+        split_column: a column (NPZ: an array) of ``path`` saying each row's split, by the
+            values in ``split_values``; instead of ``val_path``/``test_path`` and the random
+            split. Without validation rows, ``val_fraction`` of the training rows become the
+            validation split (``val_split``).
+        split_values: split → the values of ``split_column`` that mean it (default: train:
+            ``train``; val: ``val``, ``valid``, ``validation``; test: ``test``); any other
+            value is an error naming it.
+        val_split: how validation rows are carved from the training rows: ``random``, or
+            ``last`` — the last ``val_fraction`` of them in file order, or in ``time_column``
+            order — so that a time series is validated on its most recent rows, not on rows
+            from among the training period (no future rows leak into model selection).
+        time_column: a column ordering the rows in time for ``val_split: last`` (numbers, or
+            dates and times that pandas parses); file order without it.
+        id_columns: identifier columns (an id, a date): read by nothing, allowed in the files
+            and in ``attnmtl predict``'s input, which copies them into its output.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}; expected one of: {', '.join(LAYOUTS)}")
@@ -740,6 +860,19 @@ def build_files(
             )
     if sum(fractions.values()) >= 1:
         raise ValueError(f"val_fraction + test_fraction = {sum(fractions.values())}; expected < 1")
+    if val_split not in VAL_SPLITS:
+        raise ValueError(f"val_split={val_split!r}; expected one of: {', '.join(VAL_SPLITS)}")
+    if split_column is not None and (val_path is not None or test_path is not None):
+        raise ValueError(
+            f"split_column={split_column!r} with val_path/test_path; give the splits one way"
+        )
+    if time_column is not None and val_split != "last":
+        raise ValueError(f"time_column={time_column!r} orders val_split: last; set val_split")
+    values = check_split_values(split_values)
+    side_columns = [c for c in (split_column, time_column) if c is not None]
+    clash = [c for c in (*side_columns, *id_columns) if c in names]
+    if clash:
+        raise ValueError(f"column {clash[0]!r} is an input and a split, time or id column")
 
     def read(file: str | Path) -> tuple[Source, str]:
         found = resolve_path(file)
@@ -779,9 +912,28 @@ def build_files(
     data = {
         split: _dataset(src, task_list, parsed[split], layout) for split, src in sources.items()
     }
-    if fractions:
-        parts = _carve(len(data["train"]), fractions, seed, main.path)
+    side = _side_columns(resolve_path(path), fmt, side_columns)
+    order = None if time_column is None else _time_order(side[time_column], time_column, main.path)
+    if split_column is not None:
+        groups = _split_groups(side[split_column], values, split_column, main.path)
         whole = data["train"]
+        data = {split: whole.subset(index) for split, index in groups.items()}
+        if "val" not in groups:  # validation rows carved from the training rows
+            train, val = _carve_val(
+                groups["train"], val_fraction, val_split, order, seed, main.path
+            )
+            data["train"], data["val"] = whole.subset(train), whole.subset(val)
+    elif fractions:
+        whole = data["train"]
+        rows = torch.arange(len(whole))
+        if val_split == "last" and "val" in fractions:  # test at random, then val by time
+            rest = {k: v for k, v in fractions.items() if k != "val"}
+            parts = _carve(len(whole), rest, seed, main.path) if rest else {"train": rows}
+            share = fractions["val"] / (1 - sum(rest.values()))
+            train, val = _carve_val(parts["train"], share, "last", order, seed, main.path)
+            parts.update(train=train, val=val)
+        else:
+            parts = _carve(len(whole), fractions, seed, main.path)
         data.update({split: whole.subset(index) for split, index in parts.items()})
     info: dict[str, object] = {
         "path": main.path,
@@ -794,6 +946,12 @@ def build_files(
         "seed": seed,
         "num_samples": {k: len(v) for k, v in data.items()},
     }
+    if split_column is not None:
+        info["split_column"] = split_column
+    if val_split != "random":
+        info["val_split"] = val_split if time_column is None else f"last by {time_column}"
+    if id_columns:
+        info["id_columns"] = list(id_columns)
     if standardize:
         info["standardize"] = _standardize_inputs(data)
     if standardize_targets:
@@ -841,3 +999,12 @@ def read_inputs(
         )
     frame = _read_frame(found, fmt, {name: "inputs" for name in names})
     return _table_inputs(frame, names, str(found)), None
+
+
+def read_columns(
+    path: str | Path, columns: Sequence[str], format: str | None = None
+) -> dict[str, np.ndarray]:
+    """Columns (NPZ: arrays) of a file as read, e.g. the id columns ``attnmtl predict`` copies
+    into its output."""
+    found = resolve_path(path)
+    return _side_columns(found, file_format(found, format), list(columns))

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from attnmtl.core.io import write_atomic
 from attnmtl.data import DATASETS
-from attnmtl.data.files import read_inputs
+from attnmtl.data.files import read_columns, read_inputs
 from attnmtl.run.build import CHECKPOINTS, LoadedRun, load_run
 from attnmtl.run.evaluate import SPLITS, shifted_data
 from attnmtl.run.predictor import columns, predict
@@ -50,9 +50,12 @@ def output_format(out: Path | None) -> str:
     return fmt
 
 
-def read_source(run: LoadedRun, source: str, split: str) -> tuple[torch.Tensor, Any, bool]:
-    """(inputs, lengths, prepared) of ``source``: a file in the run's raw units, or a data set
-    name (``split`` of it, as the data set hands it to the model)."""
+def read_source(
+    run: LoadedRun, source: str, split: str
+) -> tuple[torch.Tensor, Any, bool, dict[str, list[Any]]]:
+    """(inputs, lengths, prepared, id columns) of ``source``: a file in the run's raw units
+    (with its ``id_columns``, copied into the output), or a data set name (``split`` of it, as
+    the data set hands it to the model)."""
     path = Path(source)
     if not path.exists() and source in DATASETS:
         if split not in SPLITS:
@@ -62,7 +65,7 @@ def read_source(run: LoadedRun, source: str, split: str) -> tuple[torch.Tensor, 
         data = getattr(splits, split)
         if not isinstance(data.inputs, torch.Tensor):
             raise ValueError(f"data set {source!r} has several input arrays; predict takes one")
-        return data.inputs, data.lengths, True
+        return data.inputs, data.lengths, True, {}
     if run.config.data.name != "files":
         raise ValueError(
             f"{source}: not a file or a registered data set; run {run.run_dir} was trained on "
@@ -73,6 +76,8 @@ def read_source(run: LoadedRun, source: str, split: str) -> tuple[torch.Tensor, 
     options = run.config.data.options()
     known = [str(c) for spec in options["tasks"].values() for c in _task_columns(spec)]
     known += [str(k) for k in options["tasks"]]
+    known += [c for c in (options.get("split_column"), options.get("time_column")) if c]
+    known += list(options.get("id_columns", ()))
     x, lengths = read_inputs(
         path,
         options["inputs"],
@@ -90,7 +95,8 @@ def read_source(run: LoadedRun, source: str, split: str) -> tuple[torch.Tensor, 
             f"{tuple(run.splits.train.input_shape)}"
         )
     lens = None if lengths is None else torch.from_numpy(lengths)
-    return torch.from_numpy(x), lens, False
+    ids = read_columns(path, list(options.get("id_columns", ())), options.get("format"))
+    return torch.from_numpy(x), lens, False, {c: v.tolist() for c, v in ids.items()}
 
 
 def _task_columns(spec: Any) -> list[Any]:
@@ -116,7 +122,7 @@ def predict_run(
         raise ValueError(f"--checkpoint {checkpoint!r}; expected one of: {', '.join(CHECKPOINTS)}")
     fmt = output_format(out)
     run = load_run(run_dir, checkpoint)
-    inputs, lengths, prepared = read_source(run, source, split)
+    inputs, lengths, prepared, ids = read_source(run, source, split)
     with Progress(
         TextColumn("predict"),
         BarColumn(),
@@ -138,7 +144,7 @@ def predict_run(
             batch_size=batch_size,
             progress=lambda done: bar.update(job, completed=done),
         )
-    table = columns(run.tasks, run.preprocessing, predictions)
+    table = {**ids, **columns(run.tasks, run.preprocessing, predictions)}
     write_table(table, out, fmt)
     return len(inputs)
 
