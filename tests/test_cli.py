@@ -131,3 +131,20 @@ def test_tables_are_not_cut_when_stdout_is_not_a_terminal():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "body_mass" in out.stdout and "metric_13" in out.stdout
     assert max(len(line) for line in out.stdout.splitlines()) > 80
+
+
+@pytest.mark.parametrize(("what", "loaded"), [("configs", []), ("models", ["torch"])])
+def test_list_imports_only_the_layer_it_lists(what, loaded):
+    """``attnmtl list configs`` loads no torch; listing models loads no data layer (pandas,
+    scikit-learn), which once made every ``list`` take 5-6 s."""
+    code = (
+        "import sys\n"
+        "from attnmtl.cli import main\n"
+        "try:\n"
+        f"    main(['list', '{what}'])\n"
+        "finally:\n"
+        "    heavy = ('torch', 'pandas', 'sklearn', 'matplotlib')\n"
+        "    print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stderr.strip().splitlines()[-1] == str(loaded), out.stderr
