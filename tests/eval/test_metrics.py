@@ -131,7 +131,7 @@ def test_r2_below_two_samples_or_of_a_constant_target_is_nan_without_warnings():
     ("task", "names"),
     [
         (Task("c", "multiclass", 3), {"accuracy", "f1", "loss"}),
-        (Task("b", "binary"), {"accuracy", "f1", "auroc", "loss"}),
+        (Task("b", "binary"), {"accuracy", "f1", "f1_pos", "auroc", "loss"}),
         (Task("m", "multilabel", 3), {"accuracy", "f1", "auroc", "loss"}),
         (Task("r", "regression"), {"mae", "rmse", "r2", "loss"}),
     ],
@@ -152,5 +152,21 @@ def test_every_reported_metric_is_named_and_has_a_direction(task, names):
 
 
 def test_directions():
-    assert [m for m, up in HIGHER_IS_BETTER.items() if up] == ["accuracy", "f1", "auroc", "r2"]
+    up = ["accuracy", "f1", "f1_pos", "auroc", "r2"]
+    assert [m for m, higher in HIGHER_IS_BETTER.items() if higher] == up
     assert [m for m, up in HIGHER_IS_BETTER.items() if not up] == ["mae", "rmse", "loss"]
+
+
+def test_binary_f1_is_macro_over_both_classes_and_f1_pos_the_positive_class():
+    """Predicting class 1 for all 100 samples, 51 of them positive: class 1's F1 is
+    2·51 / (51 + 100) = 0.6755, class 0's is 0, so the macro F1 is 0.3377."""
+    labels = torch.tensor([1.0] * 51 + [0.0] * 49)
+    result = _compute(Task("b", "binary"), torch.full((100, 1), 3.0), labels, torch.ones(100) > 0)
+    assert result["f1_pos"] == pytest.approx(102 / 151)
+    assert result["f1"] == pytest.approx(102 / 151 / 2)
+    # a perfect prediction: both are 1; one error in each class, by hand
+    pred = torch.tensor([[5.0], [5.0], [-5.0], [5.0], [-5.0], [-5.0]])
+    labels = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    result = _compute(Task("b", "binary"), pred, labels, torch.ones(6) > 0)
+    # class 1: tp 2, fp 1, fn 1 -> 2/3; class 0 likewise -> 2/3
+    assert result["f1"] == pytest.approx(2 / 3) and result["f1_pos"] == pytest.approx(2 / 3)
