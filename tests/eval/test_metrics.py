@@ -170,3 +170,22 @@ def test_binary_f1_is_macro_over_both_classes_and_f1_pos_the_positive_class():
     result = _compute(Task("b", "binary"), pred, labels, torch.ones(6) > 0)
     # class 1: tp 2, fp 1, fn 1 -> 2/3; class 0 likewise -> 2/3
     assert result["f1"] == pytest.approx(2 / 3) and result["f1_pos"] == pytest.approx(2 / 3)
+
+
+def test_regression_metrics_are_in_natural_units_given_the_target_standardisation():
+    """Targets standardised by mean 10, std 2: MAE and RMSE are 2x those in standard units,
+    R² is unchanged, and the loss stays the one training minimises (standard units)."""
+
+    task = Task("r", "regression")
+    pred = torch.tensor([[0.5], [-1.0], [2.0], [0.0]])  # standard units
+    target = torch.tensor([0.0, -1.5, 1.0, 0.5])
+    plain = _compute(task, pred, target, ALL)
+    evaluator = TaskEvaluator({"r": task}, {"r": (torch.tensor([10.0]), torch.tensor([2.0]))})
+    output = MultiTaskOutput({"r": pred}, {})
+    evaluator.update(output, {"r": target}, {"r": ALL}, [4])
+    natural = evaluator.compute()["r"]
+    assert natural["mae"] == pytest.approx(2 * plain["mae"])  # |Δ| = 0.5, 0.5, 1, 0.5 -> 0.625
+    assert plain["mae"] == pytest.approx(0.625)
+    assert natural["rmse"] == pytest.approx(2 * plain["rmse"])
+    assert natural["r2"] == pytest.approx(plain["r2"])
+    assert natural["loss"] == pytest.approx(plain["loss"])

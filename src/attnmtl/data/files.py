@@ -817,8 +817,8 @@ def build_files(
         standardize: scale each input feature (image channel) to zero mean and unit variance
             with the train split's statistics (they are recorded in ``info``).
         standardize_targets: standardise each regression output with the mean and std of its
-            labelled training values (recorded in ``info``; regression metrics are then in
-            standard units), as the built-in data sets do.
+            labelled training values (recorded in ``info``), as the built-in data sets do;
+            training sees standard units, metrics and predictions natural ones.
         split_column: a column (NPZ: an array) of ``path`` saying each row's split, by the
             values in ``split_values``; instead of ``val_path``/``test_path`` and the random
             split. Without validation rows, ``val_fraction`` of the training rows become the

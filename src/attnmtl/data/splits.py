@@ -5,9 +5,13 @@ Axes: N samples.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import torch
+
+from attnmtl.core.tasks import Task
 
 
 def check_fractions(fractions: Sequence[float], name: str = "fractions") -> tuple[float, ...]:
@@ -65,3 +69,25 @@ def check_stats(stats: Sequence[float] | None, name: str) -> None:
     """Raise ValueError unless ``stats`` is None or a (mean, std) pair with std > 0."""
     if stats is not None and (len(stats) != 2 or not float(stats[1]) > 0):
         raise ValueError(f"{name}={list(stats)!r}; expected (mean, std) with std > 0")
+
+
+def target_stats(
+    info: Mapping[str, Any], tasks: Mapping[str, Task]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Regression task → (mean, std) (per output) its targets were standardised by, read from
+    a data set's ``info``: a files run's ``standardize_targets``, or a built-in data set's
+    ``TASK_mean`` / ``TASK_std``. Metrics and predictions map back to natural units with them."""
+    stats = {}
+    standardized = info.get("standardize_targets") or {}
+    for name, task in tasks.items():
+        if task.kind != "regression":
+            continue
+        if name in standardized:  # files runs: per output
+            pair = standardized[name]
+            stats[name] = (torch.tensor(pair["mean"]), torch.tensor(pair["std"]))
+        elif f"{name}_mean" in info and f"{name}_std" in info:  # built-in data sets
+            stats[name] = (
+                torch.tensor([float(info[f"{name}_mean"])]),
+                torch.tensor([float(info[f"{name}_std"])]),
+            )
+    return stats

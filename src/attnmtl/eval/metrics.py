@@ -160,11 +160,21 @@ def task_metrics(task: Task) -> torchmetrics.MetricCollection:
 
 
 class TaskEvaluator(nn.Module):
-    """Accumulates every task's metrics over batches; :meth:`compute` gives plain floats."""
+    """Accumulates every task's metrics over batches; :meth:`compute` gives plain floats.
 
-    def __init__(self, tasks: Mapping[str, Task]) -> None:
+    ``target_stats`` (regression task → (mean, std) its targets were standardised by, see
+    :func:`attnmtl.data.splits.target_stats`) puts MAE, RMSE and R² in natural units: the
+    standardisation is internal to training. The loss stays the one training minimises.
+    """
+
+    def __init__(
+        self,
+        tasks: Mapping[str, Task],
+        target_stats: Mapping[str, tuple[Tensor, Tensor]] | None = None,
+    ) -> None:
         super().__init__()
         self.tasks = dict(tasks)
+        self.target_stats = dict(target_stats or {})
         self.collections = nn.ModuleDict({n: task_metrics(t) for n, t in self.tasks.items()})
         # Each process evaluates whole splits (see attnmtl.core.distributed): never sync.
         for module in self.modules():
@@ -192,10 +202,11 @@ class TaskEvaluator(nn.Module):
                 if metric_name == "loss":
                     metric.update(loss, weight=count)
                 elif task.kind == "regression":
-                    value = pred.squeeze(-1) if task.size == 1 else pred
+                    value, truth = self.natural(name, pred, target)
+                    value = value.squeeze(-1) if task.size == 1 else value
                     if metric_name == "r2":
                         value = value.double()
-                    metric.update(value, target.to(value.dtype))
+                    metric.update(value, truth.to(value.dtype))
                 elif task.kind in ("binary", "multilabel"):
                     # probabilities: torchmetrics would read logits in [0, 1] as probabilities
                     logits = pred.squeeze(-1) if task.kind == "binary" else pred
@@ -204,6 +215,16 @@ class TaskEvaluator(nn.Module):
                     metric.update(logits.sigmoid(), target.long())
                 else:
                     metric.update(pred, target.long())
+
+    def natural(self, task: str, pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Predictions (N, C) and targets (N,) or (N, C) of a regression task, in natural
+        units when the task's targets were standardised."""
+        stats = self.target_stats.get(task)
+        if stats is None:
+            return pred, target
+        mean, std = (s.to(pred) for s in stats)
+        shaped = target if target.dim() == 2 else target.unsqueeze(-1)
+        return pred * std + mean, (shaped * std + mean).reshape(target.shape)
 
     def compute(self) -> dict[str, dict[str, float]]:
         """task → metric → value; a task with no labelled sample is left out."""
@@ -223,11 +244,13 @@ def evaluate(
     tasks: Mapping[str, Task],
     batch_size: int = 1024,
     device: torch.device | str = "cpu",
+    target_stats: Mapping[str, tuple[Tensor, Tensor]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Metrics of ``model`` on ``data``: task → metric → value (eval mode, no gradient)."""
+    """Metrics of ``model`` on ``data``: task → metric → value (eval mode, no gradient);
+    regression in natural units given the ``target_stats`` (see :class:`TaskEvaluator`)."""
     was_training = model.training
     model.eval()
-    evaluator = TaskEvaluator(tasks).to(device)
+    evaluator = TaskEvaluator(tasks, target_stats).to(device)
     for batch in data.batches(batch_size):
         batch = batch.to(device)
         output = model(batch.inputs, batch.lengths)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from attnmtl.data import DATASETS, DataSplits
+from attnmtl.data.splits import target_stats
 from attnmtl.eval.metrics import evaluate
 from attnmtl.run.build import CHECKPOINTS, build_data, load_run, resolve_device
 from attnmtl.run.config import RunConfig, apply_overrides, parse_config, read_yaml
@@ -88,4 +89,5 @@ def evaluate_run(
         run.splits.tasks,
         config.train.eval_batch_size,
         device,
+        target_stats(run.splits.info, run.splits.tasks),
     )

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from attnmtl.core.tasks import Task
 from attnmtl.data.files import standardize_inputs
+from attnmtl.data.splits import target_stats
 
 Predictions = dict[str, dict[str, Tensor]]  # task → what → values
 
@@ -63,19 +64,7 @@ class Preprocessing:
         inputs = None
         if isinstance(stats, Mapping):
             inputs = (torch.tensor(stats["mean"]), torch.tensor(stats["std"]))
-        targets = {}
-        standardized = info.get("standardize_targets") or {}
-        for name, task in tasks.items():
-            if task.kind != "regression":
-                continue
-            if name in standardized:  # files runs: per output
-                pair = standardized[name]
-                targets[name] = (torch.tensor(pair["mean"]), torch.tensor(pair["std"]))
-            elif f"{name}_mean" in info and f"{name}_std" in info:  # built-in data sets
-                targets[name] = (
-                    torch.tensor([float(info[f"{name}_mean"])]),
-                    torch.tensor([float(info[f"{name}_std"])]),
-                )
+        targets = target_stats(info, tasks)
         declared = data.get("tasks")
         if not isinstance(declared, Mapping):
             declared = {}

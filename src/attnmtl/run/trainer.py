@@ -38,6 +38,7 @@ from attnmtl.core.losses import label_counts, task_losses
 from attnmtl.core.tasks import Task
 from attnmtl.data import Batch, DataSplits
 from attnmtl.data.dataset import batch_indices
+from attnmtl.data.splits import target_stats
 from attnmtl.eval.efficiency import count_parameters
 from attnmtl.eval.metrics import HIGHER_IS_BETTER, evaluate, metric_names
 from attnmtl.run.build import build_optimizer, build_schedule, build_weighting, resolve_device
@@ -193,6 +194,8 @@ class Trainer:
         if train.amp and self.device.type != "cuda":
             raise ValueError("train.amp=true needs a CUDA device (train.device)")
         self.tasks = splits.tasks
+        # metrics in natural units: the data set's target standardisation undone
+        self.target_stats = target_stats(splits.info, self.tasks)
         self.model = model.to(self.device)  # (in place: the optimizer's parameters stay)
         self.weighting = weighting.to(self.device)
         if self.dist is not None:  # every process starts from rank 0's weights; ranks > 0
@@ -501,7 +504,14 @@ class Trainer:
         train_loss = {t: float(sums[t]) / counts[t] for t in self.tasks if counts[t]}
         if self.dist is not None:  # running statistics (BatchNorm): rank 0's everywhere, as
             self.dist.broadcast_buffers(self.model)  # DDP's broadcast_buffers does
-        val = evaluate(self.model, self.splits.val, self.tasks, train.eval_batch_size, self.device)
+        val = evaluate(
+            self.model,
+            self.splits.val,
+            self.tasks,
+            train.eval_batch_size,
+            self.device,
+            self.target_stats,
+        )
         skipped = {"skipped_steps": pos.epoch_skipped} if pos.epoch_skipped else {}
         logger.log("epoch", pos.step, epoch=pos.epoch, train_loss=train_loss, val=val, **skipped)
         for callback in self.callbacks:
@@ -677,7 +687,7 @@ class Trainer:
         for split in ("val", "test"):
             data = getattr(self.splits, split)
             results[split] = evaluate(
-                self.model, data, self.tasks, train.eval_batch_size, self.device
+                self.model, data, self.tasks, train.eval_batch_size, self.device, self.target_stats
             )
         summary = {
             "name": self.name,
