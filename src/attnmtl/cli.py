@@ -111,7 +111,7 @@ def train(
 ) -> None:
     """Train a multi-task model (the built-in default without -c) into a new run directory."""
     from attnmtl.core.registry import allow_imports as allowing
-    from attnmtl.pipeline import results_table, resume_run, train_run
+    from attnmtl.pipeline import baselines_table, results_table, resume_run, train_run
     from attnmtl.run.config import load_config
 
     items = list(overrides or [])
@@ -131,6 +131,8 @@ def train(
     if job is not None and not job.main:  # under torchrun, rank 0 alone reports
         return
     console.print(results_table(summary["tasks"], f"test results ({summary['selected']} model)"))
+    if "baselines" in summary:
+        console.print(baselines_table(summary))
     console.print(f"run directory: {run_dir}")
 
 
@@ -381,6 +383,12 @@ def bench_mtl(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write results here.")
     ] = None,
+    baselines: Annotated[
+        bool,
+        typer.Option(
+            "--baselines", help="Also score majority, logistic/ridge and boosting per task."
+        ),
+    ] = False,
 ) -> None:
     """Δm of each weighting against single-task baselines with the same budget (mean ± std
     over seeds; every model selected on validation data, scored on test data)."""
@@ -395,6 +403,7 @@ def bench_mtl(
         seeds,
         out,
         log=err_console.log,
+        baselines=baselines,
     )
     console.print(render(results))
     if json_path is not None:

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from attnmtl.core.distributed import init_distributed
 from attnmtl.core.io import write_json_atomic, write_text_atomic
+from attnmtl.eval.baselines import fit_baselines
 from attnmtl.eval.efficiency import measure_efficiency
 from attnmtl.report import AttentionImages, build_report
 from attnmtl.run.build import build_data, build_model, seed_everything
@@ -93,8 +94,13 @@ def train_run(
 def complete_run(
     run_dir: Path, config: RunConfig, trainer: Trainer, summary: dict[str, Any], console: Console
 ) -> dict[str, Any]:
-    """After training (``train.report``): efficiency and, for built-in data, generalization to
-    the data set's shift presets go into summary.json, then report.html is written."""
+    """After training: classical baselines (``train.baselines``) and (``train.report``)
+    efficiency and, for built-in data, generalization to the data set's shift presets go into
+    summary.json, then report.html is written."""
+    if config.train.baselines:
+        console.log("fitting the classical baselines (attnmtl.eval.baselines)")
+        summary["baselines"] = fit_baselines(trainer.splits, seed=config.train.seed)
+        write_json_atomic(run_dir / "summary.json", summary)
     if not config.train.report:
         return summary
 
@@ -207,6 +213,21 @@ def check_resumable(
             f"train.epochs cannot change on --resume with schedule {config.schedule.name!r}: "
             "its shape is fixed by the run's length (constant and step schedules can be extended)"
         )
+
+
+def baselines_table(summary: Mapping[str, Any]) -> Table:
+    """The run's primary test metric per task (accuracy, or MAE for regression) beside the
+    classical baselines' (``summary["baselines"]``)."""
+    primary = {t: "accuracy" if "accuracy" in m else "mae" for t, m in summary["tasks"].items()}
+    table = Table(title="this run against classical baselines (test)")
+    table.add_column("model")
+    for task, metric in primary.items():
+        table.add_column(f"{task} {metric}", justify="right")
+    rows = {"this run": summary["tasks"], **summary["baselines"]}
+    for name, scores in rows.items():
+        cells = [scores.get(t, {}).get(m) for t, m in primary.items()]
+        table.add_row(name, *("-" if v is None else f"{v:.4f}" for v in cells))
+    return table
 
 
 def results_table(results: Mapping[str, Mapping[str, float]], title: str) -> Table:

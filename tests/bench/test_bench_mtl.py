@@ -71,11 +71,14 @@ def test_bench_mtl_tiny_run(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(Trainer, "__init__", init)
     out, json_path = tmp_path / "bench", tmp_path / "results.json"
     argv = ["bench", "mtl", "--weightings", "equal,dwa", "--seeds", "1", "--out", str(out)]
+    argv.append("--baselines")
     code, stdout, _ = cli([*argv, "--json", str(json_path), *TINY], capsys)
-    assert code == 0 and "Δm" in stdout and "dwa" in stdout
+    assert code == 0 and "Δm" in stdout and "dwa" in stdout and "classical: boosting" in stdout
     results = json.loads(json_path.read_text())
     assert json.loads((out / "bench.json").read_text()) == results
     assert (out / "report.html").is_file()  # attnmtl.report's page, with the Pareto plot
+    assert set(results["classical"]) == {"majority", "linear", "boosting"}
+    assert set(results["classical"]["linear"]) == {"digit", "scale"}
 
     # The shape the report renders.
     assert results["config"] == "default" and results["seeds"] == 1

@@ -47,6 +47,7 @@ from rich.table import Table
 
 from attnmtl.core.io import write_json_atomic, write_text_atomic
 from attnmtl.data import DataSplits, MultiTaskDataset
+from attnmtl.eval.baselines import fit_baselines
 from attnmtl.eval.delta_m import default_metrics, delta_m
 from attnmtl.eval.metrics import HIGHER_IS_BETTER
 from attnmtl.run.build import build_data, build_model, seed_everything
@@ -201,8 +202,12 @@ def run(
     seeds: int = 3,
     out: Path | None = None,
     log: Callable[[str], None] = print,
+    baselines: bool = False,
 ) -> dict[str, Any]:
     """Train every baseline and multi-task model (see the module docstring); the results.
+
+    ``baselines``: also fit the classical baselines (:mod:`attnmtl.eval.baselines`) on the
+    same training rows and score them on the same test rows (``results["classical"]``).
 
     ``out``: keep the runs under ``out/runs/`` and write ``out/bench.json`` (and the HTML
     report when :mod:`attnmtl.report` provides it); otherwise the runs go to a temporary
@@ -231,6 +236,9 @@ def run(
             )
             log(f"{spec.label}: test {shown} ({time.perf_counter() - tick:.1f} s)")
     results = collect(base, splits, runs, summaries)
+    if baselines:
+        log("classical baselines: majority/mean, logistic/ridge, gradient boosting")
+        results["classical"] = fit_baselines(splits, seed=base.train.seed)
     results["wall_s"] = time.perf_counter() - start
     if out is not None:
         write_json_atomic(out / "bench.json", results)
@@ -339,6 +347,9 @@ def render(results: Mapping[str, Any]) -> Table:
             *(_pm(entry["tasks"][t], seeds) for t in tasks),
             _pm(entry["delta_m"], seeds, digits=2),
         )
+    for name, classical in results.get("classical", {}).items():
+        cells = [classical.get(t, {}).get(info["metric"]) for t, info in tasks.items()]
+        table.add_row(f"classical: {name}", *("-" if v is None else f"{v:.4f}" for v in cells), "-")
     return table
 
 

@@ -151,6 +151,9 @@ class TrainConfig(Section):
     tensorboard: bool = True
     progress: bool = True
     report: bool = True
+    # scikit-learn baselines per task on the same rows (majority/mean, logistic/ridge,
+    # gradient boosting), in summary.json and beside the results (attnmtl.eval.baselines)
+    baselines: bool = False
 
 
 class TransferPair(Section):
