@@ -120,3 +120,35 @@ def test_predict_copies_the_id_columns_into_its_output(tmp_path):
     frame = pd.read_csv(out)
     assert frame.columns[0] == "id" and frame["id"].tolist() == pd.read_csv(path)["id"].tolist()
     assert {"up", "up_probability"} <= set(frame.columns)
+    # the id columns are allowed, not required: an input without them predicts as well
+    bare = tmp_path / "bare.csv"
+    pd.read_csv(path).drop(columns=["id"]).to_csv(bare, index=False)
+    predict_run(run_dir, str(bare), tmp_path / "q.csv", console=Console(file=io.StringIO()))
+    again = pd.read_csv(tmp_path / "q.csv")
+    assert "id" not in again.columns and again["up"].tolist() == frame["up"].tolist()
+
+
+def test_npz_split_arrays_must_hold_one_value_per_sample(tmp_path):
+    path = tmp_path / "d.npz"
+    x = np.random.default_rng(0).normal(size=(20, 5, 2)).astype(np.float32)
+    np.savez(path, x=x, up=(x[:, 0, 0] > 0).astype(np.int64), split=np.array(["train"] * 19))
+    with pytest.raises(ValueError, match=r"array 'split' has shape \(19,\); expected \(20,\)"):
+        build_files(path, "x", TASKS, layout="sequence", split_column="split")
+
+
+def test_split_values_must_be_lists(tmp_path):
+    path = series_file(tmp_path, split=lambda t: np.where(t >= 45, "test", "train"))
+    values = {"train": "train", "test": ["test"]}
+    with pytest.raises(ValueError, match=r"split_values.train='train'; expected a list"):
+        build_files(path, ["t"], TASKS, split_column="split", split_values=values)
+
+
+def test_parquet_without_pyarrow_is_the_extra_named(tmp_path, monkeypatch):
+    import sys
+
+    from attnmtl.data.files import header
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(ValueError, match=r"reading Parquet needs pyarrow: pip install"):
+        header(tmp_path / "x.parquet", "parquet")

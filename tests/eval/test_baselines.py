@@ -76,3 +76,18 @@ def test_train_baselines_go_into_the_summary_and_beside_the_results(tmp_path):
     Console(file=out, width=200).print(baselines_table(summary))
     text = out.getvalue()
     assert "this run" in text and "boosting" in text and "alcohol mae" in text
+
+
+def test_a_class_column_with_one_class_in_training_gets_the_constant_classifier(splits):
+    """Logistic regression refuses one class; boosting mis-shapes its probabilities."""
+    train = splits.train
+    labels = dict(train.labels)
+    labels["sign"] = torch.ones(len(train))  # binary: all positive in training
+    labels["pair"] = torch.stack([torch.zeros(len(train)), labels["pair"][:, 1]], 1)
+    one = MultiTaskDataset(train.inputs, labels, TASKS, train.label_mask)
+    results = fit_baselines(DataSplits(one, splits.val, splits.test, splits.info))
+    test = splits.test
+    share = float(test.labels["sign"].mean())  # every baseline predicts class 1
+    for baseline in ("majority", "linear", "boosting"):
+        assert results[baseline]["sign"]["accuracy"] == pytest.approx(share)
+        assert 0.0 <= results[baseline]["pair"]["accuracy"] <= 1.0

@@ -71,6 +71,7 @@ def test_onnx_export_checks_itself_and_onnxruntime_matches_predict(
     pytest.importorskip("onnxruntime")
     run_dir = trained(tmp_path_factory, which)
     report = export_run(run_dir, "onnx", tmp_path / "m.onnx", attention=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # one file: no FILE.data beside
     run = load_run(run_dir)
     assert report["outputs"] == [*run.tasks, *(f"{t}_attention" for t in run.tasks)]
     assert report["checked_inputs"] > 3 and max(report["max_abs_diff"].values()) <= 1e-4

@@ -135,3 +135,28 @@ def test_an_unknown_output_suffix_and_an_existing_file_are_refused(csv_run, tmp_
     (tmp_path / "there.csv").write_text("x")
     with pytest.raises(ValueError, match="already exists"):
         predict_run(csv_run, str(CSV), tmp_path / "there.csv")
+
+
+def test_float64_and_integer_inputs_are_cast_like_the_model(csv_run):
+    run = load_run(csv_run)
+    names = run.config.data.options()["inputs"]
+    table = pd.read_csv(CSV)[names].to_numpy()
+    want = run.predict(torch.tensor(table, dtype=torch.float32))
+    got = run.predict(torch.from_numpy(table))  # float64, as numpy gives it
+    torch.testing.assert_close(got["cultivar"]["probabilities"], want["cultivar"]["probabilities"])
+    rounded = run.predict(torch.from_numpy(table.round().astype("int64")))  # integers
+    assert rounded["alcohol"]["value"].dtype == torch.float32
+
+
+def test_a_flattening_encoder_reads_only_its_training_length():
+    from attnmtl.core.tasks import Task
+    from attnmtl.models import create_model
+    from attnmtl.run.export import any_length
+
+    tasks = [Task("c", "multiclass", 3)]
+    gru = create_model(
+        "attention_mtl", tasks=tasks, input_shape=(12, 2), encoder_options={"hidden_dim": 8}
+    )
+    mlp = create_model("attention_mtl", tasks=tasks, input_shape=(12, 2), encoder="mlp")
+    sample = (torch.randn(3, 12, 2),)
+    assert any_length(gru.eval(), sample) and not any_length(mlp.eval(), sample)

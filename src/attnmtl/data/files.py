@@ -220,10 +220,11 @@ def header(path: Path, fmt: str) -> list[str]:
         if not names:
             raise ValueError(f"{where}: empty table (no header row)")
         return names
+    pq = _parquet()
     from pyarrow import ArrowException
 
     try:
-        return list(_parquet().read_schema(path).names)
+        return list(pq.read_schema(path).names)
     except (ArrowException, OSError) as err:
         raise ValueError(f"{where}: cannot read as Parquet ({_one_line(err)})") from None
 
@@ -594,6 +595,12 @@ def check_split_values(values: Mapping[str, Sequence[str]] | None) -> dict[str, 
             f"split_values={dict(values)!r}; expected train and test (and optionally val) "
             "mapped to lists of the split column's values"
         )
+    bad = [k for k, vs in values.items() if isinstance(vs, str) or not isinstance(vs, Sequence)]
+    if bad:
+        raise ValueError(
+            f"split_values.{bad[0]}={values[bad[0]]!r}; expected a list of the split column's "
+            "values"
+        )
     out = {k: tuple(str(v) for v in vs) for k, vs in values.items()}
     seen = [v for vs in out.values() for v in vs]
     repeated = sorted({v for v in seen if seen.count(v) > 1})
@@ -602,8 +609,11 @@ def check_split_values(values: Mapping[str, Sequence[str]] | None) -> dict[str, 
     return out
 
 
-def _side_columns(path: Path, fmt: str, columns: Sequence[str]) -> dict[str, np.ndarray]:
-    """Row-aligned columns (NPZ: arrays) that are neither inputs nor labels, as read."""
+def _side_columns(
+    path: Path, fmt: str, columns: Sequence[str], role: str = "the split/time columns"
+) -> dict[str, np.ndarray]:
+    """Row-aligned columns (NPZ: 1-D arrays of one length) that are neither inputs nor
+    labels, as read; ``role`` names them in errors."""
     if not columns:
         return {}
     if fmt == "npz":
@@ -611,10 +621,19 @@ def _side_columns(path: Path, fmt: str, columns: Sequence[str]) -> dict[str, np.
             missing = [c for c in columns if c not in archive.files]
             if missing:
                 raise ValueError(
-                    f"{path}: no array {missing[0]!r}; available: {', '.join(archive.files)}"
+                    f"{path}: no array {missing[0]!r} (needed by {role}); available: "
+                    f"{', '.join(archive.files)}"
                 )
-            return {c: np.asarray(archive[c]) for c in columns}
-    frame = _read_frame(path, fmt, {c: "the split/time columns" for c in columns})
+            arrays = {c: np.asarray(archive[c]) for c in columns}
+            rows = len(archive[archive.files[0]]) if archive.files else 0
+        for name, array in arrays.items():
+            if array.ndim != 1 or len(array) != rows:
+                raise ValueError(
+                    f"{path}: array {name!r} has shape {array.shape}; expected ({rows},), one "
+                    "value per sample"
+                )
+        return arrays
+    frame = _read_frame(path, fmt, {c: role for c in columns})
     return {c: frame[c].to_numpy(dtype=object) for c in columns}
 
 
@@ -948,6 +967,12 @@ def build_files(
     }
     if split_column is not None:
         info["split_column"] = split_column
+        info["split"] = {
+            k: f"{split_column} in {list(values[k])}"
+            if k in values and k in groups
+            else f"{val_fraction} of the training rows ({val_split})"
+            for k in ("val", "test")
+        }
     if val_split != "random":
         info["val_split"] = val_split if time_column is None else f"last by {time_column}"
     if id_columns:
@@ -1007,4 +1032,4 @@ def read_columns(
     """Columns (NPZ: arrays) of a file as read, e.g. the id columns ``attnmtl predict`` copies
     into its output."""
     found = resolve_path(path)
-    return _side_columns(found, file_format(found, format), list(columns))
+    return _side_columns(found, file_format(found, format), list(columns), "id_columns")

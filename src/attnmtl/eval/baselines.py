@@ -13,7 +13,8 @@ baseline      classification                    regression
 ``boosting``  histogram gradient boosting       histogram gradient boosting
 ============  ================================  ======================================
 
-(multi-label and multi-output tasks: one model per label or output; features standardised on
+(multi-label and multi-output tasks: one model per label or output; a class column with a
+single class in the training rows gets the constant classifier; features standardised on
 the training rows for ``linear``), and each is scored on the same labelled test rows with the
 same metrics as the neural model (:class:`~attnmtl.eval.metrics.TaskEvaluator`, regression in
 natural units). Class probabilities enter the metrics as log-probabilities (logits) clipped at
@@ -32,7 +33,7 @@ from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.multioutput import MultiOutputClassifier, MultiOutputRegressor
+from sklearn.multioutput import MultiOutputRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
@@ -58,19 +59,49 @@ def _estimator(baseline: str, task: Task, seed: int) -> Any:
             "boosting": lambda: HistGradientBoostingRegressor(random_state=seed),
         }[baseline]
         return MultiOutputRegressor(make()) if task.size > 1 and baseline == "boosting" else make()
-    model = {
+    classifier = {
         "majority": lambda: DummyClassifier(strategy="most_frequent"),
         "linear": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
         "boosting": lambda: HistGradientBoostingClassifier(random_state=seed),
-    }[baseline]()
-    return MultiOutputClassifier(model) if task.kind == "multilabel" else model
+    }[baseline]
+    return PerLabel(classifier) if task.kind == "multilabel" else OneClassSafe(classifier)
+
+
+class OneClassSafe:
+    """A classifier, or the constant one when the training rows hold a single class (which
+    logistic regression refuses and boosting mis-shapes)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> OneClassSafe:
+        single = len(np.unique(y)) < 2
+        self.model = (DummyClassifier(strategy="most_frequent") if single else self.make()).fit(
+            x, y
+        )
+        self.classes_ = self.model.classes_
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict_proba(x))
+
+
+class PerLabel:
+    """One :class:`OneClassSafe` classifier per label column (multi-label tasks)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> PerLabel:
+        self.estimators_ = [OneClassSafe(self.make).fit(x, column) for column in y.T]
+        return self
 
 
 def _probabilities(model: Any, x: np.ndarray, classes: Sequence[Any], size: int) -> np.ndarray:
     """(N, size) probabilities over class ids 0..size-1 (classes never seen in training: 0)."""
     proba = model.predict_proba(x)
     out = np.zeros((len(x), size))
-    out[:, np.asarray(classes, dtype=int)] = proba
+    out[:, np.asarray(classes, dtype=int)] = proba[:, : len(classes)]
     return out
 
 

@@ -111,6 +111,7 @@ def export_run(
     lengths = None if test.lengths is None else test.lengths[:count]
     raw = run.preprocessing.unprepare(test.inputs[:count], lengths)
     sample = (raw[:3],) if lengths is None else (raw[:3], lengths[:3])
+    made = not out.parent.exists()
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=FORMATS[format])
     os.close(fd)
@@ -122,7 +123,8 @@ def export_run(
             with warnings.catch_warnings(), _quiet("torch.onnx", "torch.export"):
                 warnings.simplefilter("ignore")
                 if format == "onnx":
-                    _onnx(serving, sample, tmp, run.splits.train.layout)
+                    steps = run.splits.train.layout == "sequence" and any_length(serving, sample)
+                    _onnx(serving, sample, tmp, steps)
                     got = _run_onnx(tmp, raw, lengths)
                 else:  # the traced module is what is saved (attnmtl never calls
                     traced = torch.jit.trace(serving, sample)  # torch.jit.load: it unpickles)
@@ -148,7 +150,10 @@ def export_run(
             )
         os.replace(tmp, out)
     finally:
-        tmp.unlink(missing_ok=True)
+        for left in (tmp, tmp.with_name(tmp.name + ".data")):
+            left.unlink(missing_ok=True)
+        if made and not any(out.parent.iterdir()):  # a folder made for a failed export
+            out.parent.rmdir()
     return {
         "format": format,
         "path": str(out),
@@ -177,11 +182,27 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _onnx(serving: ServingModel, sample: tuple[Tensor, ...], path: Path, layout: str) -> None:
-    """``torch.onnx.export`` (the dynamo exporter) with a dynamic batch (and step) axis."""
+def any_length(model: nn.Module, sample: tuple[Tensor, ...]) -> bool:
+    """Whether ``model`` reads sequences of another length than ``sample``'s (an MLP over a
+    flattened window does not): one forward pass on the sample cut short by a step."""
+    inputs = sample[0]
+    if inputs.dim() < 3 or inputs.shape[1] < 2:
+        return False
+    shorter = (inputs[:, :-1], *(s.clamp_max(inputs.shape[1] - 1) for s in sample[1:]))
+    try:
+        with torch.no_grad():
+            model(*shorter)
+    except (RuntimeError, ValueError, IndexError):
+        return False
+    return True
+
+
+def _onnx(serving: ServingModel, sample: tuple[Tensor, ...], path: Path, steps: bool) -> None:
+    """``torch.onnx.export`` (the dynamo exporter) with a dynamic batch axis (and step axis,
+    when ``steps``)."""
     batch = torch.export.Dim("batch", min=1)
     axes: dict[int, Any] = {0: batch}
-    if layout == "sequence":
+    if steps:
         axes[1] = torch.export.Dim("steps", min=1)
     shapes: dict[str, Any] = {"inputs": axes}
     if len(sample) > 1:
@@ -195,6 +216,7 @@ def _onnx(serving: ServingModel, sample: tuple[Tensor, ...], path: Path, layout:
         input_names=names,
         output_names=serving.output_names,
         dynamic_shapes=shapes,
+        external_data=False,  # one self-contained file (torch 2.13 would write FILE.data too)
         verbose=False,
     )
 

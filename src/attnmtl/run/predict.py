@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from rich.console import Console
@@ -25,7 +26,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from attnmtl.core.io import write_atomic
 from attnmtl.data import DATASETS
-from attnmtl.data.files import read_columns, read_inputs
+from attnmtl.data.files import file_format, read_columns, read_inputs, resolve_path
+from attnmtl.data.files import header as file_header
 from attnmtl.run.build import CHECKPOINTS, LoadedRun, load_run
 from attnmtl.run.evaluate import SPLITS, shifted_data
 from attnmtl.run.predictor import columns, predict
@@ -87,16 +89,29 @@ def read_source(
         known,
     )
     want, got = tuple(run.splits.train.input_shape), tuple(x.shape[1:])
-    if options.get("layout", "table") == "sequence":  # any length; the features must match
-        want, got = want[1:], got[1:]
-    if got != want:
+    sequence = options.get("layout", "table") == "sequence"
+    if got != want and not (sequence and got[1:] == want[1:] and reads_any_length(run, x)):
         raise ValueError(
             f"{source}: inputs have shape {tuple(x.shape[1:])} per sample; the run reads "
             f"{tuple(run.splits.train.input_shape)}"
         )
     lens = None if lengths is None else torch.from_numpy(lengths)
-    ids = read_columns(path, list(options.get("id_columns", ())), options.get("format"))
+    fmt = file_format(resolve_path(path), options.get("format"))
+    present = None if fmt == "npz" else file_header(resolve_path(path), fmt)
+    wanted = [c for c in options.get("id_columns", ()) if present is None or c in present]
+    ids = read_columns(path, wanted, options.get("format"))
     return torch.from_numpy(x), lens, False, {c: v.tolist() for c, v in ids.items()}
+
+
+def reads_any_length(run: LoadedRun, x: np.ndarray) -> bool:
+    """Whether the run's model reads sequences of ``x``'s length (an RNN or a Transformer
+    does; an MLP over a flattened window does not): one forward pass on one sample."""
+    try:
+        with torch.no_grad():
+            run.model(torch.from_numpy(x[:1]).float())
+    except (RuntimeError, ValueError, IndexError):
+        return False
+    return True
 
 
 def _task_columns(spec: Any) -> list[Any]:

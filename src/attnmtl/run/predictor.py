@@ -142,7 +142,10 @@ def predict(
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}; expected >= 1")
     model.eval()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    if first is not None and not _token_ids(inputs, preprocessing):
+        inputs = inputs.to(first.dtype)  # float64 or integer arrays from numpy and pandas
     x = inputs if prepared else preprocessing.prepare(inputs, lengths)
     raw: dict[str, list[Tensor]] = {t: [] for t in tasks}  # per batch, the model's outputs
     weights: dict[str, list[Tensor]] = {t: [] for t in tasks}
@@ -164,6 +167,13 @@ def predict(
             values["attention"] = torch.cat(weights[name])
         predictions[name] = {k: v.cpu() for k, v in values.items()}
     return predictions
+
+
+def _token_ids(inputs: Tensor, preprocessing: Preprocessing) -> bool:
+    """Integer (B, T) inputs of a sequence run: token ids, kept as they are."""
+    return (
+        not inputs.is_floating_point() and inputs.dim() == 2 and preprocessing.layout == "sequence"
+    )
 
 
 def columns(
