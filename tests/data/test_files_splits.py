@@ -152,3 +152,21 @@ def test_parquet_without_pyarrow_is_the_extra_named(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(ValueError, match=r"reading Parquet needs pyarrow: pip install"):
         header(tmp_path / "x.parquet", "parquet")
+
+
+def test_a_task_without_training_labels_gives_its_counts_per_split_and_the_fix(tmp_path):
+    from attnmtl.run.build import build_data
+
+    path = series_file(tmp_path, split=lambda t: np.where(t >= 45, "test", "train"))
+    frame = pd.read_csv(path)
+    frame["late"] = np.where(frame["split"] == "test", frame["up"], None)  # test rows only
+    frame.to_csv(path, index=False)
+    tasks = {"up": {"kind": "binary"}, "late": {"kind": "binary"}}
+    data = {"name": "files", "path": str(path), "inputs": ["t"], "tasks": tasks}
+    config = parse_config({"data": {**data, "split_column": "split", "id_columns": ["id"]}})
+    message = (
+        r"task\(s\) \['late'\] have no labelled training sample \(labelled rows: 'late': "
+        r"train 0, val 0, test 15\); label some training rows or remove the task"
+    )
+    with pytest.raises(ValueError, match=message):
+        build_data(config)

@@ -96,9 +96,17 @@ def build_data(config: RunConfig) -> DataSplits:
     for split, data in splits.items():
         if len(data) == 0:
             raise ValueError(f"data: the {split} split is empty")
-    missing = [name for name, n in splits.train.label_counts().items() if n == 0]
+    counts = {split: data.label_counts() for split, data in splits.items()}
+    missing = [name for name, n in counts["train"].items() if n == 0]
     if missing:
-        raise ValueError(f"data: task(s) {missing} have no labelled training sample")
+        shown = "; ".join(
+            f"{name!r}: " + ", ".join(f"{split} {counts[split][name]}" for split in counts)
+            for name in missing
+        )
+        raise ValueError(
+            f"data: task(s) {missing} have no labelled training sample (labelled rows: {shown}); "
+            "label some training rows or remove the task from the data's tasks"
+        )
     return splits
 
 
