@@ -18,6 +18,7 @@ with ``attnmtl:`` to read an example file shipped in ``attnmtl/configs/data/``.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import math
 import warnings
 import zipfile
@@ -286,8 +287,64 @@ def _table_inputs(frame: pd.DataFrame, columns: Sequence[str], where: str) -> np
     return out
 
 
-def read_table(path: Path, fmt: str, inputs: Sequence[str], specs: Sequence[TaskSpec]) -> Source:
-    """A CSV or Parquet file: input columns → (N, F) float32, task columns → raw labels."""
+InputColumns = str | Sequence[str] | Mapping[str, str | Sequence[str]]
+
+
+def column_groups(
+    inputs: Mapping[str, str | Sequence[str]], names: Sequence[str], where: str
+) -> dict[str, list[str]]:
+    """Feature → its columns, one per step, for a sequence stored as column blocks: a list
+    of columns, or a glob pattern over the header (``a_t*``) matched in file order. Every
+    feature must have the same number of steps, and no column may serve two features."""
+    groups: dict[str, list[str]] = {}
+    for feature, spec in inputs.items():
+        if isinstance(spec, str):
+            columns = [c for c in names if fnmatch.fnmatchcase(c, spec)]
+            if not columns:
+                raise ValueError(f"{where}: inputs.{feature}={spec!r} matches no column")
+        else:
+            columns = [str(c) for c in spec]
+            if not columns:
+                raise ValueError(f"{where}: inputs.{feature} lists no column")
+        groups[str(feature)] = columns
+    steps = {f: len(c) for f, c in groups.items()}
+    if len(set(steps.values())) > 1:
+        raise ValueError(
+            f"{where}: the input features have different numbers of steps {steps}; each "
+            "feature needs one column per step"
+        )
+    seen: dict[str, str] = {}
+    for feature, columns in groups.items():
+        for column in columns:
+            if column in seen:
+                raise ValueError(
+                    f"{where}: column {column!r} is in inputs.{seen[column]} and inputs.{feature}"
+                )
+            seen[column] = feature
+    return groups
+
+
+def flat_columns(inputs: InputColumns, path: Path, fmt: str) -> tuple[list[str], int | None]:
+    """The input columns in reading order, and the number of features when they form a
+    sequence of column blocks (feature-major: every step of feature 1, then of feature 2)."""
+    if isinstance(inputs, str):
+        return [inputs], None
+    if isinstance(inputs, Mapping):
+        groups = column_groups(inputs, header(path, fmt), str(path))
+        return [c for columns in groups.values() for c in columns], len(groups)
+    return list(inputs), None
+
+
+def _as_sequence(table: np.ndarray, features: int) -> np.ndarray:
+    """(N, F·T) feature-major columns → (N, T, F)."""
+    n = len(table)
+    return np.ascontiguousarray(table.reshape(n, features, -1).transpose(0, 2, 1))
+
+
+def read_table(path: Path, fmt: str, inputs: InputColumns, specs: Sequence[TaskSpec]) -> Source:
+    """A CSV or Parquet file: input columns → (N, F) float32 (a sequence of column blocks →
+    (N, T, F)), task columns → raw labels."""
+    inputs, features = flat_columns(inputs, path, fmt)
     needed = {name: "inputs" for name in inputs}
     for spec in specs:
         for column in spec.columns:
@@ -301,7 +358,9 @@ def read_table(path: Path, fmt: str, inputs: Sequence[str], specs: Sequence[Task
     for spec in specs:
         arrays = [_column_array(frame[c]) for c in spec.columns]
         labels[spec.name] = arrays[0] if len(arrays) == 1 else np.stack(arrays, 1)  # (N, C)
-    return Source(str(path), _table_inputs(frame, inputs, str(path)), None, labels)
+    table = _table_inputs(frame, inputs, str(path))
+    x = table if features is None else _as_sequence(table, features)
+    return Source(str(path), x, None, labels)
 
 
 def read_npz(
@@ -794,7 +853,7 @@ def _standardize_targets(splits: dict[str, MultiTaskDataset]) -> dict[str, dict[
 @register_dataset("files")
 def build_files(
     path: str | Path,
-    inputs: str | Sequence[str],
+    inputs: str | Sequence[str] | Mapping[str, str | Sequence[str]],
     tasks: Mapping[str, Mapping[str, Any]],
     format: str | None = None,
     layout: str = "table",
@@ -817,7 +876,9 @@ def build_files(
     Args:
         path: the CSV, Parquet or NPZ file (``attnmtl:NAME`` for a shipped example).
         inputs: input column names (CSV/Parquet → a float32 (N, F) table), or the name of
-            the NPZ inputs array (N, ...).
+            the NPZ inputs array (N, ...), or — a sequence stored as columns, with ``layout:
+            sequence`` — feature → its columns, one per step: a list, or a glob pattern over
+            the header matched in file order (``{a: "a_t*", b: "b_t*"}`` → (N, T, 2)).
         tasks: task name → ``kind`` (binary, multiclass, multilabel, regression) and optional
             ``column`` (default the task name; a list for multilabel or multi-output
             regression tables; for NPZ an array name), ``size`` (multiclass: inferred as the
@@ -866,6 +927,12 @@ def build_files(
     names = [inputs] if isinstance(inputs, str) else list(inputs)
     if not names or not all(isinstance(n, str) and n for n in names):
         raise ValueError(f"inputs={inputs!r}; expected column names or an NPZ array name")
+    blocks = isinstance(inputs, Mapping)  # a sequence stored as one column block per feature
+    if blocks and layout != "sequence":
+        raise ValueError(
+            f"inputs maps features to column blocks, which form a sequence: set layout: "
+            f"sequence (got {layout!r})"
+        )
     fractions = {
         k: f
         for k, f, p in (("val", val_fraction, val_path), ("test", test_fraction, test_path))
@@ -897,15 +964,18 @@ def build_files(
         found = resolve_path(file)
         fmt = file_format(found, format)
         if fmt == "npz":
+            if blocks:
+                raise ValueError(f"{found}: column blocks are for CSV/Parquet; NPZ holds arrays")
             if len(names) != 1:
                 raise ValueError(f"inputs={names}; an NPZ file takes one inputs array name")
             return read_npz(found, names[0], layout, lengths, specs), fmt
-        if layout != "table" or lengths is not None:
+        if (layout != "table" and not blocks) or lengths is not None:
             raise ValueError(
-                f"{str(found)!r} is a {fmt} table: layout must be 'table' "
-                f"(got {layout!r}) and lengths unset (got {lengths!r})"
+                f"{str(found)!r} is a {fmt} table: layout must be 'table' (got {layout!r}), "
+                f"or 'sequence' with inputs as column blocks ({{feature: 'a_t*'}}), and "
+                f"lengths unset (got {lengths!r})"
             )
-        return read_table(found, fmt, names, specs), fmt
+        return read_table(found, fmt, inputs if blocks else names, specs), fmt
 
     main, fmt = read(path)
     sources = {"train": main}
@@ -986,7 +1056,7 @@ def build_files(
 
 def read_inputs(
     path: str | Path,
-    inputs: str | Sequence[str],
+    inputs: InputColumns,
     format: str | None = None,
     layout: str = "table",
     lengths: str | None = None,
@@ -1009,12 +1079,13 @@ def read_inputs(
     """
     found = resolve_path(path)
     fmt = file_format(found, format)
-    names = [inputs] if isinstance(inputs, str) else list(inputs)
     if fmt == "npz":
-        source = read_npz(found, names[0], layout, lengths, [])
+        source = read_npz(found, str(inputs), layout, lengths, [])
         return source.inputs, source.lengths
-    if layout != "table":
+    blocks = isinstance(inputs, Mapping)
+    if layout != "table" and not blocks:
         raise ValueError(f"{found}: a {fmt} table cannot hold the run's {layout} inputs; use NPZ")
+    names, features = flat_columns(inputs, found, fmt)
     columns = header(found, fmt)
     extra = [c for c in columns if c not in names and c not in known]
     if extra:
@@ -1023,7 +1094,8 @@ def read_inputs(
             f"columns {', '.join(names)} (task columns are ignored)"
         )
     frame = _read_frame(found, fmt, {name: "inputs" for name in names})
-    return _table_inputs(frame, names, str(found)), None
+    table = _table_inputs(frame, names, str(found))
+    return (table if features is None else _as_sequence(table, features)), None
 
 
 def read_columns(
