@@ -85,13 +85,20 @@ def test_the_own_loop_trains_every_parameter_and_lowers_every_task_loss(method):
         assert bool(weighting.logits.abs().sum() > 0)
 
 
-def test_a_context_without_task_parameters_is_refused_with_the_fix():
+def small(method):
+    """The README loop's set-up on 64 samples with ``method``, and one forward pass."""
     setup = _sized(LOOP.split("step = 0\n")[0], **{"num_train=1000": "num_train=64"})
-    namespace = run(setup.replace('"pcgrad"', '"mgda"'))
-    model, weighting, train = namespace["model"], namespace["weighting"], namespace["train"]
+    namespace = run(setup.replace('"pcgrad"', repr(method)))
+    model, train = namespace["model"], namespace["train"]
     batch = train.batch(torch.arange(64))
     output = model(batch.inputs, batch.lengths)
     losses = task_losses(output, batch, namespace["splits"].tasks)
+    return namespace, batch, output, losses
+
+
+def test_a_context_without_task_parameters_is_refused_with_the_fix():
+    namespace, _, output, losses = small("mgda")
+    model, weighting = namespace["model"], namespace["weighting"]
     context = StepContext(model.shared_parameters(), output.features, 0, 0)
     with pytest.raises(ValueError, match=r"^MGDA: StepContext.task_parameters has no entry for "):
         weighting.backward(losses, context)
@@ -115,12 +122,8 @@ def test_a_missed_after_step_is_refused_at_the_next_backward(method):
 
 
 def test_the_step_refuses_an_optimizer_without_the_strategy_parameters_and_famo_without_a_batch():
-    setup = _sized(LOOP.split("step = 0\n")[0], **{"num_train=1000": "num_train=64"})
-    namespace = run(setup.replace('"pcgrad"', '"uncertainty"'))
-    model, weighting, train = namespace["model"], namespace["weighting"], namespace["train"]
-    batch = train.batch(torch.arange(64))
-    output = model(batch.inputs, batch.lengths)
-    losses = task_losses(output, batch, namespace["splits"].tasks)
+    namespace, _, output, losses = small("uncertainty")
+    model, weighting = namespace["model"], namespace["weighting"]
     optimizer = torch.optim.AdamW(model.parameters())  # without weighting.parameters()
     with pytest.raises(ValueError, match=r"the optimizer does not hold the strategy's parameters"):
         weighting.step(losses, model, output, optimizer, step=0)

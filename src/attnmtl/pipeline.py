@@ -100,8 +100,9 @@ def complete_run(
     if config.train.baselines:
         console.log("fitting the classical baselines (attnmtl.eval.baselines)")
         summary["baselines"] = fit_baselines(trainer.splits, seed=config.train.seed)
-        write_json_atomic(run_dir / "summary.json", summary)
     if not config.train.report:
+        if config.train.baselines:
+            write_json_atomic(run_dir / "summary.json", summary)
         return summary
 
     efficiency = measure_efficiency(trainer.model, trainer.splits.test, trainer.device)

@@ -243,8 +243,6 @@ class Trainer:
         """A trainer whose weighting, optimizer, schedule and transfer terms are built from
         ``config`` (``options``: :class:`Trainer`'s keyword arguments, e.g. ``score``)."""
         train = config.train
-        if train.threads is not None:
-            torch.set_num_threads(train.threads)
         device = training_device(train)
         weighting = build_weighting(config, list(splits.tasks)).to(device)
         optimizer = build_optimizer(config, model.to(device), weighting)
