@@ -169,17 +169,17 @@ CASES: list[tuple[str, Callable[[], list[str]], str]] = [
     (
         "nan-feature",
         lambda: csv("a,t\n" + ROWS.replace("3,1", "nan,1")),
-        r"column 'a', row 3: 'nan'",
+        r"column 'a', line 5: 'nan'",
     ),
     (
         "inf-feature",
         lambda: csv("a,t\n" + ROWS.replace("3,1", "-inf,1")),
-        r"row 3: '-inf' is not a",
+        r"line 5: '-inf' is not a",
     ),
     (
         "overflowing-feature",
         lambda: csv("a,t\n" + ROWS.replace("3,1", "1e300,1")),
-        r"row 3: '1e300' is not a finite number \(beyond the float32 range\)",
+        r"line 5: '1e300' is not a finite number \(beyond the float32 range\)",
     ),
     (
         "nan-feature-npz",
@@ -190,27 +190,27 @@ CASES: list[tuple[str, Callable[[], list[str]], str]] = [
     (
         "binary-label-2",
         lambda: csv("a,t\n" + ROWS.replace("3,1", "3,2")),
-        r"column 't', row 3: label 2 is not 0 or 1",
+        r"column 't', line 5: label 2 is not 0 or 1",
     ),
     (
         "class-out-of-range",
         lambda: csv("a,t\n" + ROWS.replace("3,1", "3,5"), "{t: {kind: multiclass, size: 3}}"),
-        r"row 3: label 5 is not a class id in \[0, 2\]",
+        r"line 5: label 5 is not a class id in \[0, 2\]",
     ),
     (
         "negative-class",
         lambda: csv("a,t\n" + ROWS.replace("3,1", "3,-1"), "{t: {kind: multiclass}}"),
-        r"row 3: label -1 is not a class id \(an integer >= 0\)",
+        r"line 5: label -1 is not a class id \(an integer >= 0\)",
     ),
     (
         "huge-class",
         lambda: csv("a,t\n" + ROWS.replace("3,1", "3,3e9"), "{t: {kind: multiclass}}"),
-        r"row 3: label 3e\+09 is not a class id below 100000 \(declare size for more",
+        r"line 5: label 3e\+09 is not a class id below 100000 \(declare size for more",
     ),
     (
         "infinite-target",
         lambda: csv("a,t\n" + ROWS.replace("3,1", "3,inf"), "{t: {kind: regression}}"),
-        r"row 3: label inf is not a finite number",
+        r"line 5: label inf is not a finite number",
     ),
     (
         "wrong-shape-inputs",
@@ -260,12 +260,12 @@ CASES: list[tuple[str, Callable[[], list[str]], str]] = [
     (
         "non-numeric-feature",
         lambda: csv("a,t\n" + ROWS.replace("3,1", "three,1")),
-        r"row 3: 'three' is not a finite number",
+        r"line 5: 'three' is not a finite number",
     ),
     (
         "non-numeric-label",
         lambda: csv("a,t\n" + ROWS.replace("3,1", "3,yes")),
-        r"row 3: label 'yes' is not a number",
+        r"line 5: label 'yes' is not a number",
     ),
     (
         "text-inputs-npz",

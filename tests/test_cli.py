@@ -133,9 +133,13 @@ def test_tables_are_not_cut_when_stdout_is_not_a_terminal():
     assert max(len(line) for line in out.stdout.splitlines()) > 80
 
 
-@pytest.mark.parametrize(("what", "loaded"), [("configs", []), ("models", ["torch"])])
+@pytest.mark.parametrize(
+    ("what", "loaded"),
+    [("configs", []), ("models", []), ("weightings", []), ("models', '-v", ["torch"])],
+)
 def test_list_imports_only_the_layer_it_lists(what, loaded):
-    """``attnmtl list configs`` loads no torch; listing models loads no data layer (pandas,
+    """``attnmtl list`` loads no torch (names are read from the source, attnmtl.catalog);
+    ``list models -v`` loads the model layer for its signatures but no data layer (pandas,
     scikit-learn), which once made every ``list`` take 5-6 s."""
     code = (
         "import sys\n"

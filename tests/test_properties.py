@@ -38,14 +38,23 @@ SETTINGS = settings(
 
 
 def result_or_value_error(function, *args, **kwargs):
-    """``function(*args, **kwargs)``, or None after a ValueError with a one-line message."""
+    """``function(*args, **kwargs)``, or None after a ValueError with a one-line message, or
+    — cell problems in data files — a count line and one indented line per problem."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a warning would be a second line on stderr
         try:
             return function(*args, **kwargs)
         except ValueError as err:
             message = str(err)
-            assert message and "\n" not in message, repr(message)
+            first, *rest = message.split("\n")
+            assert first, repr(message)
+            if rest:  # "N problems in the data:", then each problem, then maybe "... N more"
+                assert first.split(" ")[0].isdigit(), repr(message)
+                count = int(first.split(" ")[0])
+                assert first == f"{count} problems in the data:", repr(message)
+                listed = [line for line in rest if not line.startswith("  ... and ")]
+                assert len(listed) == min(count, 20), repr(message)
+                assert all(line.startswith("  ") and line.strip() for line in rest)
             return None
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -53,10 +53,30 @@ def root(
     """attnmtl: attention, multi-task learning with attention, attention transfer."""
 
 
+def _registry(what: Listable) -> tuple[Any, tuple[str, ...]]:
+    """The registry of a kind of component, and the arguments attnmtl fills in for it."""
+    if what is Listable.datasets:
+        from attnmtl.data import DATASETS
+
+        return DATASETS, ()
+    if what is Listable.models:
+        from attnmtl.models import MODELS
+
+        return MODELS, ("tasks", "input_shape", "layout", "input_dim")
+    from attnmtl.weighting import WEIGHTINGS
+
+    return WEIGHTINGS, ("tasks",)
+
+
 @app.command("list")
-def list_components(what: Annotated[Listable, typer.Argument(help="What to list.")]) -> None:
+def list_components(
+    what: Annotated[Listable, typer.Argument(help="What to list.")],
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Each one's options: type, default, meaning.")
+    ] = False,
+) -> None:
     """List the shipped configs or the registered components of one kind."""
-    # Only the layer asked about is imported (configs: none of them), so listing is quick.
+    # Names come without importing torch; -v imports the layer asked about for signatures.
     if what is Listable.configs:  # (attnmtl.run.config.shipped_configs, without the run layer)
         from importlib import resources
 
@@ -64,24 +84,33 @@ def list_components(what: Annotated[Listable, typer.Argument(help="What to list.
         names = sorted(
             p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml")
         )
-    elif what is Listable.datasets:
-        from attnmtl.data import list_datasets
+    else:  # names from the source, without importing torch (attnmtl.catalog)
+        from attnmtl.catalog import registered_names
 
-        names = list_datasets()
-    elif what is Listable.encoders:
-        from attnmtl.encoders import list_encoders
+        names = registered_names(what.value)
+    if not verbose or what is Listable.configs:
+        for name in names:
+            console.print(name)
+        return
+    from rich.table import Table
 
-        names = list_encoders()
-    elif what is Listable.models:
-        from attnmtl.models import list_models
+    from attnmtl.core.registry import describe_options
 
-        names = list_models()
-    else:
-        from attnmtl.weighting import list_weightings
-
-        names = list_weightings()
     for name in names:
-        console.print(name)
+        if what is Listable.encoders:
+            from attnmtl.encoders.registry import encoder_options
+
+            rows = encoder_options(name)
+        else:
+            registry, skip = _registry(what)
+            rows = describe_options(registry.get(name), skip)
+        table = Table(title=name, title_justify="left", box=None, show_edge=False)
+        for column in ("option", "type", "default", "meaning"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        console.print()
 
 
 @app.command("train", context_settings={"allow_extra_args": False, "ignore_unknown_options": False})
@@ -474,7 +503,11 @@ def _write_json(path: Path, data: object) -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    print(f"attnmtl: error: {' '.join(message.split())}", file=sys.stderr)
+    """Print ``message`` (one line per problem, each line's spacing tidied) and exit."""
+    first, *rest = message.strip().splitlines() or [""]
+    lines = [f"attnmtl: error: {' '.join(first.split())}"]
+    lines += [f"  {' '.join(line.split())}" for line in rest if line.strip()]
+    print("\n".join(lines), file=sys.stderr)
     sys.exit(code)
 
 

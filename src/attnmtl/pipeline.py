@@ -76,6 +76,9 @@ def train_run(
     planned = new_run_dir(out, config.name) if write else None
     seed_everything(config.train.seed, config.train.deterministic)
     splits = build_data(config)
+    notes = splits.info.get("notes")  # e.g. an inferred class set, unscaled inputs
+    for note in notes if isinstance(notes, list) else []:
+        console.log(f"note: {note}")
     seed_everything(config.train.seed, config.train.deterministic)  # model init: own stream
     model = build_model(config, splits)
     trainer = Trainer.from_config(config, splits, model, console=console, callbacks=CALLBACKS)

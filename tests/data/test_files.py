@@ -12,7 +12,13 @@ import torch
 
 from attnmtl.core.tasks import Task
 from attnmtl.data import create_dataset
-from attnmtl.data.files import build_files
+from attnmtl.data.files import build_files as build_scaled
+
+
+def build_files(*args, **kwargs):
+    """The files data set with raw inputs and targets (scaling is on by default)."""
+    return build_scaled(*args, **{"standardize": False, "standardize_targets": False, **kwargs})
+
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "make_csv_example.py"
 SHIPPED = Path(__file__).parents[2] / "src" / "attnmtl" / "configs" / "data" / "wine_mt.csv"
@@ -219,6 +225,7 @@ def test_random_split_is_seeded_disjoint_and_complete(tmp_path):
             val_fraction=0.25,
             test_fraction=0.1,
             seed=seed,
+            standardize=False,
         )
         return {k: v.inputs[:, 0].long().tolist() for k, v in splits.items()}
 
@@ -283,10 +290,10 @@ def build_csv(tmp_path, text, inputs=("a",), tasks=None, **kwargs):
 @pytest.mark.parametrize(
     ("text", "inputs", "tasks", "message"),
     [
-        ("a,t\n1,0\nabc,1\n", ["a"], None, r"input column 'a', row 1: 'abc' is not a finite"),
-        ("a,t\n1,0\n,1\n", ["a"], None, r"row 1: an empty or NaN cell"),
+        ("a,t\n1,0\nabc,1\n", ["a"], None, r"input column 'a', line 3: 'abc' is not a finite"),
+        ("a,t\n1,0\n,1\n", ["a"], None, r"line 3: an empty or NaN cell"),
         ("a,t\n1,0\ninf,1\n", ["a"], None, r"'inf' is not a finite number"),
-        ("a,t\n1,0\n2,2\n", ["a"], None, r"column 't', row 1: label 2 is not 0 or 1"),
+        ("a,t\n1,0\n2,2\n", ["a"], None, r"column 't', line 3: label 2 is not 0 or 1"),
         (
             "a,t\n1,0\n2,5\n",
             ["a"],
@@ -314,7 +321,7 @@ def build_csv(tmp_path, text, inputs=("a",), tasks=None, **kwargs):
             "a,u,v\n1,0,\n",
             ["a"],
             {"t": {"kind": "multilabel", "column": ["u", "v"]}},
-            r"row 0: some of its 2 label cells are empty",
+            r"line 2: some of its 2 label cells are empty",
         ),
         ("a,t\n1,0\n", ["a"], {"t": {"kind": "binary", "weight": 2}}, r"unknown option 'weight'"),
         ("a,t\n1,0\n", ["a"], {"t": {"kind": "ordinal"}}, r"kind='ordinal'"),
@@ -335,7 +342,15 @@ def build_csv(tmp_path, text, inputs=("a",), tasks=None, **kwargs):
 def test_bad_csv_input_raises_one_line_value_error(tmp_path, text, inputs, tasks, message):
     with pytest.raises(ValueError, match=message) as err:
         build_csv(tmp_path, text, inputs, tasks)
-    assert "\n" not in str(err.value)
+    lines = str(err.value).splitlines()
+    # one line, or — a cell problem, in each of the three files — one line per problem
+    if len(lines) > 1:
+        assert lines[0] == "3 problems in the data:"
+        assert [line.split(":")[0].strip()[-8:] for line in lines[1:]] == [
+            "path.csv",
+            "path.csv",
+            "path.csv",
+        ]
 
 
 def test_bad_files_and_options_raise_value_errors(tmp_path):
@@ -483,9 +498,21 @@ def test_a_yaml_data_section_passes_the_config_checks():
         standardize: true
         """
     )
-    kwargs = check_arguments(build_files, section, "data", ())
+    kwargs = check_arguments(build_scaled, section, "data", ())
     splits = build_files(**kwargs)
     assert splits.train.input_shape == (3,)
     assert splits.tasks["alcohol"] == Task("alcohol", "regression", 1, "huber")
     with pytest.raises(ValueError, match=r"data\.seed"):
-        check_arguments(build_files, {**section, "seed": "x"}, "data", ())
+        check_arguments(build_scaled, {**section, "seed": "x"}, "data", ())
+
+
+def test_inputs_and_regression_targets_are_standardised_by_default(tmp_path):
+    rows = "".join(f"{i},{1000 * i},{i % 2},{2.5 * i}\n" for i in range(20))
+    path = write_csv(tmp_path / "d.csv", "a,b,t,y\n" + rows)
+    tasks = {"t": {"kind": "binary"}, "y": {"kind": "regression"}}
+    splits = build_scaled(path, ["a", "b"], tasks, seed=0)
+    assert set(splits.info) >= {"standardize", "standardize_targets"}
+    x = splits.train.inputs
+    assert torch.allclose(x.mean(0), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(x.std(0, correction=0), torch.ones(2), atol=1e-5)
+    assert "notes" not in splits.info  # scaled inputs need no note

@@ -7,10 +7,16 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from attnmtl.data.files import build_files
+from attnmtl.data.files import build_files as build_scaled
 from attnmtl.pipeline import train_run
 from attnmtl.run.config import parse_config
 from attnmtl.run.predict import predict_run
+
+
+def build_files(*args, **kwargs):
+    """The files data set with raw inputs and targets (scaling is on by default)."""
+    return build_scaled(*args, **{"standardize": False, "standardize_targets": False, **kwargs})
+
 
 TASKS = {"up": {"kind": "binary"}}
 

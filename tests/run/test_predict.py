@@ -112,7 +112,7 @@ def test_attnmtl_predict_writes_one_row_per_input_in_csv_jsonl_and_parquet(
     [
         (lambda f: f.drop(columns=["ash"]), r"no column 'ash' \(needed by inputs\)"),
         (lambda f: f.assign(extra=1.0), r"extra column\(s\) 'extra'"),
-        (lambda f: f.assign(ash=["x", *f["ash"][1:]]), r"input column 'ash', row 0: 'x' is not a"),
+        (lambda f: f.assign(ash=["x", *f["ash"][1:]]), r"input column 'ash', line 2: 'x' is not a"),
     ],
 )
 def test_bad_input_files_are_one_line_exit_2_and_nothing_is_written(

@@ -5,7 +5,7 @@ Axes: B batch, T time, F features, C channels, K tasks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -32,6 +32,8 @@ class Batch:
         lengths: (B,) real lengths of right-padded sequences, or None.
         index: (B,) positions of the samples in their data set (on the CPU), when known: a
             frozen teacher's outputs can be cached by it.
+        anchors: regression task → (B, 2) per-sample ``(c, s)`` its labels are relative to
+            (``c + s · label`` is the natural value; :mod:`attnmtl.data.windows`).
     """
 
     inputs: Inputs
@@ -39,6 +41,7 @@ class Batch:
     label_mask: dict[str, Tensor]
     lengths: Tensor | None = None
     index: Tensor | None = None
+    anchors: dict[str, Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(next(iter(self.label_mask.values())).shape[0])
@@ -51,4 +54,5 @@ class Batch:
             {k: v.to(device, non_blocking=non_blocking) for k, v in self.label_mask.items()},
             None if self.lengths is None else self.lengths.to(device, non_blocking=non_blocking),
             self.index,
+            {k: v.to(device, non_blocking=non_blocking) for k, v in self.anchors.items()},
         )

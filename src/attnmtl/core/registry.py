@@ -134,3 +134,54 @@ class Registry(Generic[F]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
+
+
+def _arg_docs(factory: Callable[..., Any]) -> dict[str, str]:
+    """Argument → the first sentence of its entry in the factory's Google-style ``Args:``."""
+    doc = inspect.getdoc(factory.__init__ if inspect.isclass(factory) else factory) or ""
+    if inspect.isclass(factory) and "Args:" not in doc:
+        doc = inspect.getdoc(factory) or ""
+    docs: dict[str, str] = {}
+    inside, current = False, None
+    for line in doc.splitlines():
+        if line.strip() in ("Args:", "Arguments:"):
+            inside = True
+            continue
+        if not inside:
+            continue
+        if line and not line.startswith(" "):  # the next section
+            break
+        entry = re.match(r"    (\*{0,2}\w+)(?: \(.*?\))?: (.*)", line)
+        if entry:
+            current = entry.group(1).lstrip("*")
+            docs[current] = entry.group(2).strip()
+        elif current and line.startswith("        "):
+            docs[current] += " " + line.strip()
+    first = {k: re.split(r"(?<=[.;])\s", v, maxsplit=1)[0] for k, v in docs.items()}
+    return {k: v.rstrip(".;").replace("``", "") for k, v in first.items()}
+
+
+def describe_options(
+    factory: Callable[..., Any], skip: Collection[str] = ()
+) -> list[tuple[str, str, str, str]]:
+    """(name, type, default, description) of each keyword a factory takes, as a config gives
+    them; ``required`` where there is no default. ``skip``: arguments filled in for the user."""
+    docs = _arg_docs(factory)
+    rows = []
+    for name, param in inspect.signature(factory).parameters.items():
+        if name in skip or name == "self" or param.kind in (param.VAR_POSITIONAL,):
+            continue
+        if param.kind is param.VAR_KEYWORD:
+            rows.append((f"**{name}", "", "", docs.get(name, "")))
+            continue
+        annotation = param.annotation
+        shown = (
+            ""
+            if annotation is param.empty
+            else annotation
+            if isinstance(annotation, str)
+            else getattr(annotation, "__name__", str(annotation))
+        )
+        default = "required" if param.default is param.empty else repr(param.default)
+        rows.append((name, str(shown), default, docs.get(name, "")))
+    return rows

@@ -47,6 +47,8 @@ class MultiTaskDataset:
         layout: how to read ``inputs`` (see above).
         meta: extra per-sample tensors (N, ...) kept aligned through subsets, e.g. the
             transform parameters that generated each sample.
+        anchors: regression task → (N, 2) per-sample ``(c, s)`` its labels are relative to:
+            ``c + s · label`` is the natural value (:mod:`attnmtl.data.windows`).
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class MultiTaskDataset:
         lengths: Tensor | None = None,
         layout: Layout = "sequence",
         meta: Mapping[str, Tensor] | None = None,
+        anchors: Mapping[str, Tensor] | None = None,
     ) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"layout={layout!r}; expected one of: {', '.join(LAYOUTS)}")
@@ -81,6 +84,14 @@ class MultiTaskDataset:
         }
         self.lengths = lengths
         self.meta = dict(meta or {})
+        self.anchors = dict(anchors or {})
+        for name, anchor in self.anchors.items():
+            if name not in self.tasks or self.tasks[name].kind != "regression":
+                raise ValueError(f"anchors for {name!r}; expected regression tasks only")
+            if anchor.shape != (n, 2):
+                raise ValueError(
+                    f"anchors of task {name!r} have shape {tuple(anchor.shape)}; expected ({n}, 2)"
+                )
         for name, task in self.tasks.items():
             if self.label_mask[name].shape != (n,):
                 raise ValueError(
@@ -120,6 +131,7 @@ class MultiTaskDataset:
             None if self.lengths is None else self.lengths[index],
             self.layout,
             {k: v[index] for k, v in self.meta.items()},
+            {k: v[index] for k, v in self.anchors.items()},
         )
 
     def with_label_mask(self, label_mask: Mapping[str, Tensor]) -> MultiTaskDataset:
@@ -135,6 +147,7 @@ class MultiTaskDataset:
             self.lengths,
             self.layout,
             self.meta,
+            self.anchors,
         )
 
     def one_task_per_sample(self, seed: int = 0) -> MultiTaskDataset:
@@ -159,6 +172,7 @@ class MultiTaskDataset:
             {k: v[index] for k, v in self.label_mask.items()},
             None if self.lengths is None else self.lengths[index],
             index if index.dtype != torch.bool else index.nonzero().squeeze(1),
+            {k: v[index] for k, v in self.anchors.items()},
         )
 
     def batches(

@@ -9,10 +9,14 @@ value that parses to NaN, or the task's declared ``sentinel`` sets that sample's
 ``label_mask[task]`` to False and stores a 0 filler in its label entry, which no loss reads
 (:mod:`attnmtl.core.tasks`). LibMTL cannot represent such samples (its issues #11 and #63).
 
-CSV and Parquet columns are named; NPZ arrays are named. Every problem in the files (a missing
-column, a non-numeric input, an out-of-range label, ...) is a one-line ``ValueError`` naming the
-file, the column or array, the row (0-based, header excluded) and the value. ``path`` may start
-with ``attnmtl:`` to read an example file shipped in ``attnmtl/configs/data/``.
+CSV and Parquet columns are named; NPZ arrays are named. A problem with the files' structure
+(a missing column, a wrong shape) is a one-line ``ValueError``. Problems in cells (a non-numeric
+input, an out-of-range label, a label outside the declared classes...) are all collected in one
+pass over every file and raised together, one line each (up to :data:`MAX_PROBLEMS`), each naming
+the file, the column, where the row is — a CSV's file line (the header is line 1), a Parquet
+file's 0-based row, an NPZ array's index — and the value of the first ``id_columns`` column
+there, the bad value and what was expected. ``path`` may start with ``attnmtl:`` to read an
+example file shipped in ``attnmtl/configs/data/``.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ import math
 import warnings
 import zipfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, cast
@@ -37,16 +41,78 @@ from attnmtl.core.tasks import TASK_KINDS, Task, TaskKind
 from attnmtl.data.dataset import LAYOUTS, DataSplits, Layout, MultiTaskDataset
 from attnmtl.data.registry import register_dataset
 from attnmtl.data.splits import standardisation, stratified_split
+from attnmtl.data.windows import Window, anchors, from_anchor, transform_windows
 
 FORMATS = ("csv", "parquet", "npz")
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}
-TASK_KEYS = ("column", "kind", "size", "sentinel", "classes", "loss")
+TASK_KEYS = ("column", "kind", "size", "sentinel", "classes", "loss", "relative_to")
 SHIPPED = "attnmtl:"
 # Axes (with the sample axis) of the inputs each layout stores.
 LAYOUT_NDIM = {"table": 2, "sequence": 3, "image": 4}
 # A multiclass task's size is inferred as the largest label + 1 up to this; declare more.
 MAX_INFERRED_CLASSES = 100_000
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+# At most this many cell problems are listed in one error (the rest are counted).
+MAX_PROBLEMS = 20
+# A class with fewer rows than this share of a task's labels (or none) is named in the note on
+# an inferred class set: a stray label is the usual cause.
+RARE_CLASS = 0.01
+
+
+@dataclass
+class Rows:
+    """How one file's data rows are named in errors: a CSV's file line, else the 0-based row,
+    and the value of the file's first id column there when it has one."""
+
+    fmt: str
+    ids: np.ndarray | None = None
+    id_name: str | None = None
+
+    def at(self, row: int) -> str:
+        """'line 7 (id 6)' for the 0-based data row ``row``."""
+        where = f"line {row + 2}" if self.fmt == "csv" else f"row {row}"
+        if self.ids is not None and row < len(self.ids):
+            value = self.ids[row]
+            where += f" ({self.id_name} {value if isinstance(value, str) else _shown(value)})"
+        return where
+
+
+class Problems:
+    """Cell problems of the files, collected in one pass and raised together."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.count = 0
+        self.by_place: Counter[str] = Counter()
+
+    def add(self, place: str, line: str) -> None:
+        """One problem; ``place`` (file and column) groups the ones not listed."""
+        self.count += 1
+        self.by_place[place] += 1
+        if len(self.lines) < MAX_PROBLEMS:
+            self.lines.append(line)
+
+    def cells(self, place: str, rows: np.ndarray, line: Callable[[int], str]) -> None:
+        """A problem at each of ``rows``; only as many lines are formed as can be listed."""
+        room = max(0, MAX_PROBLEMS - len(self.lines))
+        for row in rows[:room]:
+            self.add(place, line(int(row)))
+        rest = len(rows) - min(room, len(rows))
+        if rest:
+            self.count += rest
+            self.by_place[place] += rest
+
+    def raise_any(self) -> None:
+        """Raise one ValueError listing every problem (the first line alone if one)."""
+        if self.count == 0:
+            return
+        if self.count == 1:
+            raise ValueError(self.lines[0])
+        text = [f"{self.count} problems in the data:", *(f"  {line}" for line in self.lines)]
+        if self.count > len(self.lines):
+            counts = ", ".join(f"{place} {n}" for place, n in self.by_place.most_common(5))
+            text.append(f"  ... and {self.count - len(self.lines)} more (in all: {counts})")
+        raise ValueError("\n".join(text))
 
 
 @dataclass(frozen=True)
@@ -60,16 +126,19 @@ class TaskSpec:
     sentinel: Any = None
     classes: tuple[Any, ...] | None = None
     loss: str | None = None
+    relative_to: str | int | None = None
 
 
 @dataclass
 class Source:
-    """One file read: float32 inputs, optional lengths, raw label arrays per task."""
+    """One file read: float32 inputs, optional lengths, raw label arrays per task, and how
+    its rows are named in errors."""
 
     path: str
     inputs: np.ndarray
     lengths: np.ndarray | None
     labels: dict[str, np.ndarray]
+    rows: Rows = field(default_factory=lambda: Rows("npz"))
 
 
 def parse_task_spec(name: str, spec: Mapping[str, Any]) -> TaskSpec:
@@ -103,7 +172,20 @@ def parse_task_spec(name: str, spec: Mapping[str, Any]) -> TaskSpec:
     classes = spec.get("classes")
     if classes is not None:
         classes = _check_classes(name, kind, size, classes)
-    return TaskSpec(name, kind, columns, size, spec.get("sentinel"), classes, spec.get("loss"))
+    relative = spec.get("relative_to")
+    if relative is not None:
+        if kind != "regression":
+            raise ValueError(
+                f"task {name!r}: relative_to applies to regression tasks, not {kind!r}"
+            )
+        if isinstance(relative, bool) or not isinstance(relative, str | int) or relative == "":
+            raise ValueError(
+                f"task {name!r}: relative_to={relative!r}; expected an input feature or column "
+                "name (an NPZ sequence: a feature index)"
+            )
+    return TaskSpec(
+        name, kind, columns, size, spec.get("sentinel"), classes, spec.get("loss"), relative
+    )
 
 
 def _check_classes(name: str, kind: str, size: int | None, classes: Any) -> tuple[Any, ...]:
@@ -266,24 +348,28 @@ def _to_numbers(values: np.ndarray) -> tuple[np.ndarray, pd.Series | None]:
     return numbers.reshape(values.shape), text
 
 
-def _table_inputs(frame: pd.DataFrame, columns: Sequence[str], where: str) -> np.ndarray:
-    """The input columns as float32 (N, F); any non-finite cell is an error."""
+def _table_inputs(
+    frame: pd.DataFrame, columns: Sequence[str], where: str, rows: Rows, problems: Problems
+) -> np.ndarray:
+    """The input columns as float32 (N, F); each non-finite cell is a problem."""
     out = np.empty((len(frame), len(columns)), dtype=np.float32)
     for j, name in enumerate(columns):
         raw = _column_array(frame[name])
         wide = _to_numbers(raw)[0]
         with np.errstate(over="ignore"):  # beyond float32 becomes inf, reported below
             numbers = wide.astype(np.float32)
-        bad = np.flatnonzero(~np.isfinite(numbers))
-        if bad.size:
-            cell = raw[bad[0]]
+
+        def line(row: int, raw: np.ndarray = raw, wide: np.ndarray = wide, name: str = name) -> str:
+            cell = raw[row]
             shown = "an empty or NaN cell" if pd.isna(cell) else _shown(cell)
-            beyond = " (beyond the float32 range)" if np.isfinite(wide[bad[0]]) else ""
-            raise ValueError(
-                f"{where}: input column {name!r}, row {bad[0]}: {shown} is not a finite "
+            beyond = " (beyond the float32 range)" if np.isfinite(wide[row]) else ""
+            return (
+                f"{where}: input column {name!r}, {rows.at(row)}: {shown} is not a finite "
                 f"number{beyond}"
             )
-        out[:, j] = numbers
+
+        problems.cells(f"{where} column {name!r}", np.flatnonzero(~np.isfinite(numbers)), line)
+        out[:, j] = np.where(np.isfinite(numbers), numbers, 0.0)
     return out
 
 
@@ -341,11 +427,21 @@ def _as_sequence(table: np.ndarray, features: int) -> np.ndarray:
     return np.ascontiguousarray(table.reshape(n, features, -1).transpose(0, 2, 1))
 
 
-def read_table(path: Path, fmt: str, inputs: InputColumns, specs: Sequence[TaskSpec]) -> Source:
+def read_table(
+    path: Path,
+    fmt: str,
+    inputs: InputColumns,
+    specs: Sequence[TaskSpec],
+    problems: Problems,
+    id_column: str | None = None,
+) -> Source:
     """A CSV or Parquet file: input columns → (N, F) float32 (a sequence of column blocks →
-    (N, T, F)), task columns → raw labels."""
+    (N, T, F)), task columns → raw labels; bad input cells go to ``problems``, named by file
+    line (CSV) or row and by ``id_column``'s value when the file has that column."""
     inputs, features = flat_columns(inputs, path, fmt)
     needed = {name: "inputs" for name in inputs}
+    if id_column is not None and id_column in header(path, fmt):
+        needed.setdefault(id_column, "id_columns")
     for spec in specs:
         for column in spec.columns:
             if column in inputs:
@@ -354,19 +450,28 @@ def read_table(path: Path, fmt: str, inputs: InputColumns, specs: Sequence[TaskS
                 )
             needed.setdefault(column, f"task {spec.name!r}")
     frame = _read_frame(path, fmt, needed)
+    rows = Rows(fmt)
+    if id_column is not None and id_column in frame:
+        rows = Rows(fmt, frame[id_column].to_numpy(dtype=object), id_column)
     labels = {}
     for spec in specs:
         arrays = [_column_array(frame[c]) for c in spec.columns]
         labels[spec.name] = arrays[0] if len(arrays) == 1 else np.stack(arrays, 1)  # (N, C)
-    table = _table_inputs(frame, inputs, str(path))
+    table = _table_inputs(frame, inputs, str(path), rows, problems)
     x = table if features is None else _as_sequence(table, features)
-    return Source(str(path), x, None, labels)
+    return Source(str(path), x, None, labels, rows)
 
 
 def read_npz(
-    path: Path, inputs: str, layout: str, lengths: str | None, specs: Sequence[TaskSpec]
+    path: Path,
+    inputs: str,
+    layout: str,
+    lengths: str | None,
+    specs: Sequence[TaskSpec],
+    id_column: str | None = None,
 ) -> Source:
-    """An NPZ archive: the ``inputs`` array, optional ``lengths``, one array per task."""
+    """An NPZ archive: the ``inputs`` array, optional ``lengths``, one array per task (and the
+    ``id_column`` array, when present, to name rows in errors)."""
     where = str(path)
     try:
         archive = np.load(path, allow_pickle=False)
@@ -396,6 +501,7 @@ def read_npz(
                 raise ValueError(f"array {inputs!r} is both the inputs and task {spec.name!r}")
         labels = {s.name: get(s.columns[0], f"task {s.name!r}") for s in specs}
         lens = None if lengths is None else get(lengths, "lengths")
+        ids = get(id_column, "id_columns") if id_column in archive.files else None
     if x.dtype.kind not in "biuf":
         raise ValueError(f"{where}: inputs array {inputs!r} has dtype {x.dtype}; expected numbers")
     n = x.shape[0] if x.ndim else 0
@@ -421,7 +527,10 @@ def read_npz(
     x = _shape_inputs(x32, layout, f"{where}: inputs array {inputs!r}")
     if lens is not None:
         lens = _check_lengths(lens, x.shape[1], f"{where}: lengths array {lengths!r}")
-    return Source(where, x, lens, labels)
+    rows = Rows("npz")
+    if ids is not None and ids.ndim == 1 and len(ids) == n:
+        rows = Rows("npz", ids, id_column)
+    return Source(where, x, lens, labels, rows)
 
 
 def _shape_inputs(x: np.ndarray, layout: str, what: str) -> np.ndarray:
@@ -469,16 +578,17 @@ def _as_float(value: Any) -> float | None:
         return None
 
 
-def _where(spec: TaskSpec, source: str, flat_index: int, width: int) -> str:
-    """'FILE: task T, column C, row R' of a flat index into an (N, width) label array."""
+def _where(spec: TaskSpec, source: str, rows: Rows, flat_index: int, width: int) -> str:
+    """'FILE: task T, column C, line L (id X)' of a flat index into an (N, width) label array."""
     column = spec.columns[flat_index % width] if len(spec.columns) == width else spec.columns[0]
-    return f"{source}: task {spec.name!r}, column {column!r}, row {flat_index // width}"
+    return f"{source}: task {spec.name!r}, column {column!r}, {rows.at(flat_index // width)}"
 
 
 def _class_cells(
-    flat: np.ndarray, spec: TaskSpec, source: str, width: int
+    flat: np.ndarray, spec: TaskSpec, source: str, width: int, rows: Rows, problems: Problems
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Class ids and missing flags of flat cells, by the task's ``classes`` list."""
+    """Class ids and missing flags of flat cells, by the task's ``classes`` list; each value
+    outside it is one problem (its first row and how many rows hold it)."""
     assert spec.classes is not None
     by_key = {_key(c): i for i, c in enumerate(spec.classes)}
     by_number = {f: i for i, c in enumerate(spec.classes) if (f := _as_float(c)) is not None}
@@ -495,19 +605,23 @@ def _class_cells(
             continue
         found = by_key.get(_key(value), by_number.get(number) if number is not None else None)
         if found is None:
-            row = int(np.flatnonzero(codes == j)[0])
-            raise ValueError(
-                f"{_where(spec, source, row, width)}: label {_shown(value)} is not one "
-                f"of the declared classes {list(spec.classes)}"
+            at = np.flatnonzero(codes == j)
+            also = f" (and {len(at) - 1} more rows)" if len(at) > 1 else ""
+            problems.add(
+                f"{source} task {spec.name!r}",
+                f"{_where(spec, source, rows, int(at[0]), width)}: label {_shown(value)}{also} "
+                f"is not one of the declared classes {list(spec.classes)}",
             )
+            continue
         ids[j], missing[j] = found, False
     return ids[codes], missing[codes]
 
 
 def _number_cells(
-    flat: np.ndarray, spec: TaskSpec, source: str, width: int
+    flat: np.ndarray, spec: TaskSpec, source: str, width: int, rows: Rows, problems: Problems
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Numbers and missing flags of flat cells: empty, NaN or the sentinel is missing."""
+    """Numbers and missing flags of flat cells: empty, NaN or the sentinel is missing; other
+    text is a problem."""
     numbers, text = _to_numbers(flat)
     hit = np.zeros(numbers.shape, dtype=bool)
     if spec.sentinel is not None:
@@ -519,22 +633,35 @@ def _number_cells(
     if text is not None:
         empty = text.fillna("").str.lower().isin(["", "nan"]).to_numpy(dtype=bool)
         bad = np.flatnonzero(np.isnan(numbers) & ~empty & ~hit)
-        if bad.size:
-            raise ValueError(
-                f"{_where(spec, source, int(bad[0]), width)}: label "
-                f"{_shown(flat[bad[0]])} is not a number; declare it as the task's "
-                "sentinel if it means unlabelled, or list the task's classes"
-            )
+        problems.cells(
+            f"{source} task {spec.name!r}",
+            bad,
+            lambda i: (
+                f"{_where(spec, source, rows, i, width)}: label {_shown(flat[i])} is not "
+                "a number; declare it as the task's sentinel if it means unlabelled, or list the "
+                "task's classes"
+            ),
+        )
     missing = np.isnan(numbers) | hit
     return np.where(missing, 0.0, numbers), missing
 
 
-def parse_labels(raw: np.ndarray, spec: TaskSpec, source: str) -> tuple[np.ndarray, np.ndarray]:
+def parse_labels(
+    raw: np.ndarray,
+    spec: TaskSpec,
+    source: str,
+    rows: Rows | None = None,
+    problems: Problems | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """One task's label values (float64, 0 where unlabelled) and its (N,) label mask.
 
     A sample is unlabelled when all its cells for the task are missing; a sample with some
-    cells missing and others not is an error (a mask is per sample and task, not per cell).
+    cells missing and others not is a problem (a mask is per sample and task, not per cell).
+    Cell problems go to ``problems``; without it, they are raised at once.
     """
+    own = problems is None
+    problems = Problems() if problems is None else problems
+    rows = Rows("npz") if rows is None else rows
     single = spec.kind in ("binary", "multiclass")
     if (
         raw.ndim not in (1, 2)
@@ -547,21 +674,35 @@ def parse_labels(raw: np.ndarray, spec: TaskSpec, source: str) -> tuple[np.ndarr
         )
     n, width = raw.shape[0], 1 if raw.ndim == 1 else raw.shape[1]
     cells = _class_cells if spec.classes is not None else _number_cells
-    values, missing = cells(raw.reshape(-1), spec, source, width)
+    values, missing = cells(raw.reshape(-1), spec, source, width, rows, problems)
     values, missing = values.reshape(n, width), missing.reshape(n, width)  # (N, C)
     mask: np.ndarray = np.asarray(~missing.all(axis=1))
     partial = np.flatnonzero(missing.any(1) & mask)
-    if partial.size:
-        raise ValueError(
-            f"{source}: task {spec.name!r}, row {partial[0]}: some of its {width} "
-            "label cells are empty and others not; label all of them or none"
-        )
-    _check_values(values, mask, spec, source)
+    problems.cells(
+        f"{source} task {spec.name!r}",
+        partial,
+        lambda r: (
+            f"{source}: task {spec.name!r}, {rows.at(r)}: some of its {width} label "
+            "cells are empty and others not; label all of them or none"
+        ),
+    )
+    mask[partial] = False
+    _check_values(values, mask, spec, source, rows, problems)
+    if own:
+        problems.raise_any()
     return (values if raw.ndim == 2 else values[:, 0]), mask
 
 
-def _check_values(values: np.ndarray, mask: np.ndarray, spec: TaskSpec, source: str) -> None:
-    """Raise if a labelled (N, C) value does not fit the task's kind (and declared size)."""
+def _check_values(
+    values: np.ndarray,
+    mask: np.ndarray,
+    spec: TaskSpec,
+    source: str,
+    rows: Rows,
+    problems: Problems,
+) -> None:
+    """A problem for each labelled (N, C) value that does not fit the task's kind (and
+    declared size); such a sample is then read as unlabelled."""
     if spec.kind in ("binary", "multilabel"):
         bad, wanted = ~np.isin(values, (0.0, 1.0)), "0 or 1"
     elif spec.kind == "multiclass":
@@ -576,14 +717,18 @@ def _check_values(values: np.ndarray, mask: np.ndarray, spec: TaskSpec, source: 
     else:
         bad = ~np.isfinite(values) | (np.abs(values) > FLOAT32_MAX)
         wanted = "a finite number (float32)"
-    found = np.argwhere(bad & mask[:, None])
-    if found.size:
-        row, col = (int(i) for i in found[0])
-        where = _where(spec, source, row * values.shape[1] + col, values.shape[1])
-        value = values[row, col]
+    width = values.shape[1]
+    flat = np.flatnonzero((bad & mask[:, None]).reshape(-1))
+
+    def line(i: int) -> str:
+        value = values.reshape(-1)[i]
+        expected = wanted
         if spec.kind == "multiclass" and spec.size is None and value >= MAX_INFERRED_CLASSES:
-            wanted = f"a class id below {MAX_INFERRED_CLASSES} (declare size for more classes)"
-        raise ValueError(f"{where}: label {value:g} is not {wanted}")
+            expected = f"a class id below {MAX_INFERRED_CLASSES} (declare size for more classes)"
+        return f"{_where(spec, source, rows, i, width)}: label {value:g} is not {expected}"
+
+    problems.cells(f"{source} task {spec.name!r}", flat, line)
+    mask[np.unique(flat // width)] = False  # reported: read as unlabelled meanwhile
 
 
 def make_task(
@@ -787,6 +932,105 @@ def _rebuild(
         data.lengths,
         data.layout,
         data.meta,
+        data.anchors,
+    )
+
+
+def _class_notes(
+    specs: Sequence[TaskSpec],
+    tasks: Sequence[Task],
+    parsed: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
+) -> list[str]:
+    """A note per multiclass task whose class set was inferred (no ``size``, no ``classes``):
+    its classes, and the ones with no or very few rows (a stray label is the usual cause)."""
+    notes = []
+    for spec, task in zip(specs, tasks, strict=True):
+        if spec.kind != "multiclass" or spec.size is not None or spec.classes is not None:
+            continue
+        labels = np.concatenate([v[m] for split in parsed.values() for v, m in [split[spec.name]]])
+        counts = np.bincount(labels.astype(np.int64), minlength=task.size)
+        size = task.size
+        shown = "{" + ",".join(map(str, range(size))) + "}" if size <= 12 else f"{{0,…,{size - 1}}}"
+        rare = [
+            f"class {c} has {'no' if n == 0 else n} row{'s' if n != 1 else ''}"
+            for c, n in enumerate(counts.tolist())
+            if n < max(1.0, RARE_CLASS * len(labels))
+        ]
+        note = f"{spec.name}: {task.size} classes {shown} inferred from its labels"
+        if rare:
+            note += "; " + ", ".join(rare[:5])
+        notes.append(note + " (declare size or classes to fix the set)")
+    return notes
+
+
+def _scale_note(train: MultiTaskDataset) -> list[str]:
+    """A note when inputs are not standardised and their features' scales differ by 1000×."""
+    x = train.inputs
+    assert isinstance(x, torch.Tensor)
+    rows = x.movedim(1, -1).reshape(-1, x.shape[1]) if train.layout == "image" else x
+    std = rows.reshape(-1, rows.shape[-1]).double().std(0, correction=0)
+    live = std[std > 0]
+    if len(live) < 2 or float(live.max() / live.min()) < 1000:
+        return []
+    return [
+        f"standardize is off and the input features' scales differ by "
+        f"{float(live.max() / live.min()):.0f}× (std {float(live.min()):.3g} to "
+        f"{float(live.max()):.3g}): a model sees the large ones first; set standardize: true"
+    ]
+
+
+def _relative_index(
+    spec: TaskSpec, inputs: InputColumns, layout: str, features: int, where: str
+) -> int:
+    """The input feature (sequence) or column (table) index a task's ``relative_to`` names."""
+    target = spec.relative_to
+    if layout == "image":
+        raise ValueError(f"task {spec.name!r}: relative_to applies to sequences and tables")
+    if isinstance(inputs, Mapping):  # a sequence of column blocks: named features
+        names = [str(k) for k in inputs]
+    elif isinstance(inputs, str):  # an NPZ array: features by index
+        names = []
+    else:
+        names = list(inputs)
+    if isinstance(target, str) and target in names:
+        return names.index(target)
+    if isinstance(target, int) and not names and 0 <= target < features:
+        return target
+    expected = (
+        f"one of the input {'features' if isinstance(inputs, Mapping) else 'columns'} {names}"
+        if names
+        else f"a feature index in [0, {features - 1}] of the NPZ inputs"
+    )
+    raise ValueError(f"{where}: task {spec.name!r}: relative_to={target!r}; expected {expected}")
+
+
+def _window_split(
+    data: MultiTaskDataset, window: Window | None, relative: Mapping[str, int]
+) -> MultiTaskDataset:
+    """One split with its windows transformed and relative targets taken to their anchors
+    (see :mod:`attnmtl.data.windows`); the raw inputs stay in ``meta['raw_inputs']``."""
+    raw = data.inputs
+    assert isinstance(raw, torch.Tensor)
+    anchor = anchors(raw, data.lengths, data.layout, window, relative)
+    labels = dict(data.labels)
+    for name, pair in anchor.items():
+        mask = data.label_mask[name].view(-1, *[1] * (labels[name].ndim - 1))
+        moved = from_anchor(labels[name].double(), pair.double()).float()
+        labels[name] = torch.where(mask, moved, labels[name])  # fillers stay 0
+    meta = dict(data.meta)
+    inputs = raw
+    if window is not None and window.changes_inputs:
+        inputs = transform_windows(raw, data.lengths, window)
+        meta["raw_inputs"] = raw
+    return MultiTaskDataset(
+        inputs,
+        labels,
+        list(data.tasks.values()),
+        data.label_mask,
+        data.lengths,
+        data.layout,
+        meta,
+        anchor,
     )
 
 
@@ -863,13 +1107,14 @@ def build_files(
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     seed: int = 0,
-    standardize: bool = False,
-    standardize_targets: bool = False,
+    standardize: bool = True,
+    standardize_targets: bool = True,
     split_column: str | None = None,
     split_values: Mapping[str, Sequence[str]] | None = None,
     val_split: str = "random",
     time_column: str | None = None,
     id_columns: Sequence[str] = (),
+    window: Mapping[str, Any] | None = None,
 ) -> DataSplits:
     """Train/val/test splits read from user files.
 
@@ -895,10 +1140,11 @@ def build_files(
         test_fraction: share of ``path`` set aside at random for testing.
         seed: seed of the random split.
         standardize: scale each input feature (image channel) to zero mean and unit variance
-            with the train split's statistics (they are recorded in ``info``).
+            with the train split's statistics (they are recorded in ``info``); on by default.
+            Off, a note is made when the features' scales differ by 1000× or more.
         standardize_targets: standardise each regression output with the mean and std of its
             labelled training values (recorded in ``info``), as the built-in data sets do;
-            training sees standard units, metrics and predictions natural ones.
+            training sees standard units, metrics and predictions natural ones. On by default.
         split_column: a column (NPZ: an array) of ``path`` saying each row's split, by the
             values in ``split_values``; instead of ``val_path``/``test_path`` and the random
             split. Without validation rows, ``val_fraction`` of the training rows become the
@@ -914,6 +1160,13 @@ def build_files(
             dates and times that pandas parses); file order without it.
         id_columns: identifier columns (an id, a date): read by nothing, allowed in the files
             and in ``attnmtl predict``'s input, which copies them into its output.
+        window: time-series preprocessing of each sequence window (``layout: sequence``):
+            ``center`` (``none``, ``last``, ``mean``), ``scale`` (divide by the window's std)
+            and ``difference`` (first differences); see :mod:`attnmtl.data.windows`. A
+            regression task's ``relative_to: FEATURE`` trains it on its target minus that
+            feature's window centre (divided by its window scale with ``scale``), and scores
+            and predicts ``centre + scale · prediction`` in natural units. Nothing is fitted:
+            each window is normalised by its own values, before ``standardize``.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}; expected one of: {', '.join(LAYOUTS)}")
@@ -923,6 +1176,14 @@ def build_files(
         raise ValueError(f"seed={seed!r}; expected an integer >= 0")
     if lengths is not None and layout != "sequence":
         raise ValueError(f"lengths={lengths!r} applies to layout 'sequence', not {layout!r}")
+    windows = None if window is None else Window.parse(window)
+    if windows is not None and layout != "sequence":
+        raise ValueError(f"window applies to layout 'sequence' (windows of steps), not {layout!r}")
+    if windows is not None and windows.difference and lengths is not None:
+        raise ValueError(
+            "window.difference with lengths (padded sequences) is not supported; difference "
+            "the windows before padding them"
+        )
     specs = [parse_task_spec(name, spec) for name, spec in tasks.items()]
     names = [inputs] if isinstance(inputs, str) else list(inputs)
     if not names or not all(isinstance(n, str) and n for n in names):
@@ -960,6 +1221,9 @@ def build_files(
     if clash:
         raise ValueError(f"column {clash[0]!r} is an input and a split, time or id column")
 
+    problems = Problems()  # every cell problem of every file, raised together
+    id_column = id_columns[0] if id_columns else None
+
     def read(file: str | Path) -> tuple[Source, str]:
         found = resolve_path(file)
         fmt = file_format(found, format)
@@ -968,14 +1232,15 @@ def build_files(
                 raise ValueError(f"{found}: column blocks are for CSV/Parquet; NPZ holds arrays")
             if len(names) != 1:
                 raise ValueError(f"inputs={names}; an NPZ file takes one inputs array name")
-            return read_npz(found, names[0], layout, lengths, specs), fmt
+            return read_npz(found, names[0], layout, lengths, specs, id_column), fmt
         if (layout != "table" and not blocks) or lengths is not None:
             raise ValueError(
                 f"{str(found)!r} is a {fmt} table: layout must be 'table' (got {layout!r}), "
                 f"or 'sequence' with inputs as column blocks ({{feature: 'a_t*'}}), and "
                 f"lengths unset (got {lengths!r})"
             )
-        return read_table(found, fmt, inputs if blocks else names, specs), fmt
+        source = read_table(found, fmt, inputs if blocks else names, specs, problems, id_column)
+        return source, fmt
 
     main, fmt = read(path)
     sources = {"train": main}
@@ -989,9 +1254,12 @@ def build_files(
                     f"{main.path} has {shape}"
                 )
     parsed = {
-        split: {s.name: parse_labels(src.labels[s.name], s, src.path) for s in specs}
+        split: {
+            s.name: parse_labels(src.labels[s.name], s, src.path, src.rows, problems) for s in specs
+        }
         for split, src in sources.items()
     }
+    problems.raise_any()
     task_list = [
         make_task(
             s, [parsed[split][s.name] for split in sources], [src.path for src in sources.values()]
@@ -1047,8 +1315,27 @@ def build_files(
         info["val_split"] = val_split if time_column is None else f"last by {time_column}"
     if id_columns:
         info["id_columns"] = list(id_columns)
+    relative = {
+        s.name: _relative_index(s, inputs, layout, main.inputs.shape[-1], main.path)
+        for s in specs
+        if s.relative_to is not None
+    }
+    if windows is not None or relative:
+        data = {split: _window_split(d, windows, relative) for split, d in data.items()}
+    if windows is not None:
+        info["window"] = windows.as_dict()
+    if relative:
+        info["relative_to"] = {
+            name: {"input": next(s.relative_to for s in specs if s.name == name), "index": j}
+            for name, j in relative.items()
+        }
+    notes = [*_class_notes(specs, task_list, parsed)]
     if standardize:
         info["standardize"] = _standardize_inputs(data)
+    else:
+        notes += _scale_note(data["train"])
+    if notes:
+        info["notes"] = notes
     if standardize_targets:
         info["standardize_targets"] = _standardize_targets(data)
     return DataSplits(data["train"], data["val"], data["test"], info)
@@ -1094,7 +1381,9 @@ def read_inputs(
             f"columns {', '.join(names)} (task columns are ignored)"
         )
     frame = _read_frame(found, fmt, {name: "inputs" for name in names})
-    table = _table_inputs(frame, names, str(found))
+    problems = Problems()
+    table = _table_inputs(frame, names, str(found), Rows(fmt), problems)
+    problems.raise_any()
     return (table if features is None else _as_sequence(table, features)), None
 
 

@@ -16,6 +16,7 @@ from attnmtl.encoders.registry import (
     list_encoders,
     register_encoder,
 )
+from attnmtl.encoders.revin import RevIN
 from attnmtl.encoders.rnn import RNNEncoder
 from attnmtl.encoders.transformer import TransformerEncoder, TransformerEncoderLayer
 
@@ -28,6 +29,7 @@ __all__ = [
     "MaskedPooling",
     "PositionalEncoding",
     "RNNEncoder",
+    "RevIN",
     "TransformerEncoder",
     "TransformerEncoderLayer",
     "lengths_to_mask",

@@ -30,7 +30,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from attnmtl.core.registry import Registry, check_keywords
+from attnmtl.core.registry import Registry, check_keywords, describe_options
 from attnmtl.encoders.cnn import ConvEncoder
 from attnmtl.encoders.mlp import MLPEncoder
 from attnmtl.encoders.rnn import RNNEncoder
@@ -123,3 +123,23 @@ def mlp_encoding(input_shape: tuple[int, ...], layout: str, **options: Any) -> E
 def list_encoders() -> list[str]:
     """Names of the registered encoders."""
     return ENCODERS.names()
+
+
+# The module each built-in layout builder makes: its keywords are the encoder's options.
+ENCODER_MODULES: dict[str, type[nn.Module]] = {
+    "rnn": RNNEncoder,
+    "transformer": TransformerEncoder,
+    "cnn": ConvEncoder,
+    "mlp": MLPEncoder,
+}
+# Arguments a layout builder derives from the data, not options a config gives.
+DERIVED = ("input_dim", "in_channels", "input_shape", "layout")
+
+
+def encoder_options(name: str) -> list[tuple[str, str, str, str]]:
+    """(option, type, default, description) of a registered encoder, plus ``revin``, which
+    every named encoder takes on sequences (:class:`attnmtl.models.SharedEncoder`)."""
+    factory = ENCODER_MODULES.get(name) or ENCODERS.get(name)
+    rows = describe_options(factory, DERIVED)
+    revin = "each window normalised per feature, learned affine map (RevIN; sequences)"
+    return [*rows, ("revin", "bool", "False", revin)]

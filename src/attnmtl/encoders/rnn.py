@@ -50,7 +50,7 @@ class RNNEncoder(nn.Module):
     def __init__(
         self,
         input_dim: int,
-        hidden_dim: int,
+        hidden_dim: int = 64,
         num_layers: int = 1,
         cell: str = "gru",
         bidirectional: bool = False,

@@ -158,7 +158,8 @@ def fit_baselines(
             target = test.labels[name][test_rows]
             output = MultiTaskOutput({name: pred}, {})
             everything = torch.ones(len(pred), dtype=torch.bool)
-            evaluator.update(output, {name: target}, {name: everything}, [len(pred)])
+            anchor = {name: test.anchors[name][test_rows]} if name in test.anchors else None
+            evaluator.update(output, {name: target}, {name: everything}, [len(pred)], anchor)
             scores.update(evaluator.compute())
         results[baseline] = scores
     return results

@@ -42,6 +42,7 @@ from torchmetrics.utilities import dim_zero_cat
 from attnmtl.core.output import MultiTaskOutput
 from attnmtl.core.tasks import Task
 from attnmtl.data.dataset import MultiTaskDataset
+from attnmtl.data.windows import to_anchor
 
 HIGHER_IS_BETTER = {
     "accuracy": True,
@@ -164,7 +165,9 @@ class TaskEvaluator(nn.Module):
 
     ``target_stats`` (regression task → (mean, std) its targets were standardised by, see
     :func:`attnmtl.data.splits.target_stats`) puts MAE, RMSE and R² in natural units: the
-    standardisation is internal to training. The loss stays the one training minimises.
+    standardisation is internal to training. A task whose labels are relative to a per-sample
+    anchor ``(c, s)`` (``anchors`` in :meth:`update`, see :mod:`attnmtl.data.windows`) is then
+    scored on ``c + s · value``. The loss stays the one training minimises.
     """
 
     def __init__(
@@ -188,8 +191,9 @@ class TaskEvaluator(nn.Module):
         labels: Mapping[str, Tensor],
         label_mask: Mapping[str, Tensor],
         counts: list[int],
+        anchors: Mapping[str, Tensor] | None = None,
     ) -> None:
-        """Add one batch: the labelled rows of each task."""
+        """Add one batch: the labelled rows of each task (``anchors``: task → (B, 2))."""
         for (name, task), count in zip(self.tasks.items(), counts, strict=True):
             if count == 0:
                 continue
@@ -202,7 +206,8 @@ class TaskEvaluator(nn.Module):
                 if metric_name == "loss":
                     metric.update(loss, weight=count)
                 elif task.kind == "regression":
-                    value, truth = self.natural(name, pred, target)
+                    anchor = None if not anchors or name not in anchors else anchors[name][rows]
+                    value, truth = self.natural(name, pred, target, anchor)
                     value = value.squeeze(-1) if task.size == 1 else value
                     if metric_name == "r2":
                         value = value.double()
@@ -216,15 +221,20 @@ class TaskEvaluator(nn.Module):
                 else:
                     metric.update(pred, target.long())
 
-    def natural(self, task: str, pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    def natural(
+        self, task: str, pred: Tensor, target: Tensor, anchor: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Predictions (N, C) and targets (N,) or (N, C) of a regression task, in natural
-        units when the task's targets were standardised."""
+        units when the task's targets were standardised and/or relative to an ``anchor``
+        (N, 2)."""
         stats = self.target_stats.get(task)
-        if stats is None:
-            return pred, target
-        mean, std = (s.to(pred) for s in stats)
-        shaped = target if target.dim() == 2 else target.unsqueeze(-1)
-        return pred * std + mean, (shaped * std + mean).reshape(target.shape)
+        shaped = target if target.dim() == 2 else target.unsqueeze(-1)  # (N, C)
+        if stats is not None:
+            mean, std = (s.to(pred) for s in stats)
+            pred, shaped = pred * std + mean, shaped * std + mean
+        if anchor is not None:
+            pred, shaped = to_anchor(pred, anchor), to_anchor(shaped.to(pred), anchor)
+        return pred, shaped.reshape(target.shape)
 
     def compute(self) -> dict[str, dict[str, float]]:
         """task → metric → value; a task with no labelled sample is left out."""
@@ -255,6 +265,6 @@ def evaluate(
         batch = batch.to(device)
         output = model(batch.inputs, batch.lengths)
         counts = torch.stack([batch.label_mask[name].sum() for name in tasks]).tolist()
-        evaluator.update(output, batch.labels, batch.label_mask, counts)
+        evaluator.update(output, batch.labels, batch.label_mask, counts, batch.anchors)
     model.train(was_training)
     return evaluator.compute()

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from attnmtl.core.batch import Inputs
 from attnmtl.encoders import ENCODERS, EncoderOutput, lengths_to_mask
 from attnmtl.encoders.registry import LAYOUTS
+from attnmtl.encoders.revin import RevIN
 
 
 def check_layout(input_shape: tuple[int, ...], layout: str, tokens: bool = False) -> None:
@@ -45,7 +46,9 @@ class SharedEncoder(nn.Module):
         kind: a registered encoder name (``rnn``, ``transformer``, ``cnn``, ``mlp``...).
         input_shape: one sample's input shape, as the data set stores it.
         layout: ``sequence``, ``image`` or ``table``.
-        options: keyword arguments of the encoder (its input size is derived here).
+        options: keyword arguments of the encoder (its input size is derived here), and
+            ``revin: true`` (sequences): each window normalised per feature by its own mean
+            and std with a learned affine map before the encoder (:class:`RevIN`).
 
     Attributes:
         dim: feature size of the per-step ``sequence`` output (what per-task attention reads).
@@ -66,6 +69,15 @@ class SharedEncoder(nn.Module):
             )
         check_layout(tuple(input_shape), layout, tokens)
         self.kind, self.layout = kind, layout
+        revin = options.pop("revin", False)
+        if not isinstance(revin, bool):
+            raise ValueError(f"encoder_options.revin={revin!r}; expected true or false")
+        if revin and (layout != "sequence" or tokens):
+            raise ValueError(
+                f"encoder_options.revin normalises windows of steps: layout 'sequence' of "
+                f"numbers, not {'token ids' if tokens else repr(layout)}"
+            )
+        self.revin = RevIN(int(input_shape[-1])) if revin else None
         built = ENCODERS.get(kind)(tuple(input_shape), layout, **options)
         self.encoder: nn.Module = built.module
         self.adapt = built.adapt  # stored inputs -> what the encoder reads
@@ -79,7 +91,7 @@ class SharedEncoder(nn.Module):
             raise ValueError(
                 f"encoder {self.kind!r} takes one input tensor, got arrays {sorted(inputs)}"
             )
-        x = self.adapt(inputs)
+        x = self.adapt(inputs if self.revin is None else self.revin(inputs, lengths))
         if not self.takes_lengths:
             if lengths is not None:
                 raise ValueError(f"the {self.kind} encoder does not take lengths")

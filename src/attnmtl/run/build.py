@@ -177,6 +177,12 @@ def build_model(config: RunConfig, splits: DataSplits) -> nn.Module:
     for key, value in available.items():
         if key in params and key not in kwargs:
             kwargs[key] = value
+    if (  # a table row is no sequence: its default encoder is an MLP over the features
+        splits.train.layout == "table"
+        and "encoder" in params
+        and not {"encoder", "encoder_options"} & set(kwargs)
+    ):
+        kwargs["encoder"] = "mlp"
     if RUN_SOURCES in kwargs:  # run directories in the config: the frozen runs' encoders
         checkpoint = kwargs.pop("checkpoint", "best")
         kwargs[RUN_SOURCES] = source_encoders(list(kwargs[RUN_SOURCES]), checkpoint)
@@ -315,10 +321,12 @@ class LoadedRun:
         attention: bool = False,
         prepared: bool = False,
         batch_size: int = 1024,
+        anchors: Mapping[str, Tensor] | None = None,
     ) -> Predictions:
         """Per task, class ids and probabilities or values in natural units (and attention
         weights on request) for raw ``inputs`` as the run's files hold them, or ``prepared``
-        ones as its data set gives them (see :func:`attnmtl.run.predictor.predict`)."""
+        ones as its data set gives them, with its ``anchors`` for ``relative_to`` tasks (see
+        :func:`attnmtl.run.predictor.predict`)."""
         return predict(
             self.model,
             self.tasks,
@@ -328,6 +336,7 @@ class LoadedRun:
             attention=attention,
             prepared=prepared,
             batch_size=batch_size,
+            anchors=anchors,
         )
 
 

@@ -367,6 +367,22 @@ def check_arguments(
                 f"unknown key {f'{where}.{key}'!r}; expected one of: "
                 f"{', '.join(valid) or '(no arguments)'}"
             )
+    provided = (*injected, *(("input_dim",) if where == "model" else ()))  # build_model's
+    missing = [
+        n
+        for n, p in params.items()
+        if p.default is p.empty
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and n not in provided
+        and n not in kwargs
+        and n not in runs
+    ]
+    if missing:
+        name = getattr(factory, "__name__", type(factory).__name__)
+        raise ValueError(
+            f"{where}: {', '.join(f'{where}.{n}' for n in missing)} missing; {name} needs "
+            f"{', '.join(missing)} (see `attnmtl list -v`)"
+        )
     try:
         hints = typing.get_type_hints(target)
     except Exception:  # unresolvable annotations: check names only

@@ -61,10 +61,14 @@ class ServingModel(nn.Module):
 
     def forward(self, inputs: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, ...]:
         output = self.model(self.preprocessing.prepare(inputs, lengths), lengths)
+        anchors = self.preprocessing.anchors(inputs, lengths)
         outs = []
         for name, task in self.tasks.items():
             values = postprocess(
-                task, output.preds[name], self.preprocessing.target_stats.get(name)
+                task,
+                output.preds[name],
+                self.preprocessing.target_stats.get(name),
+                anchors.get(name),
             )
             key = {"binary": "probability", "regression": "value"}.get(task.kind, "probabilities")
             outs.append(values[key])
@@ -109,7 +113,12 @@ def export_run(
         raise ValueError("a model with several input arrays cannot be exported (one input tensor)")
     count = min(CHECKED, len(test))
     lengths = None if test.lengths is None else test.lengths[:count]
-    raw = run.preprocessing.unprepare(test.inputs[:count], lengths)
+    stored = test.meta.get("raw_inputs")  # a window transform cannot be undone
+    raw = (
+        stored[:count]
+        if stored is not None
+        else run.preprocessing.unprepare(test.inputs[:count], lengths)
+    )
     sample = (raw[:3],) if lengths is None else (raw[:3], lengths[:3])
     made = not out.parent.exists()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -54,10 +54,10 @@ def output_format(out: Path | None) -> str:
 
 def read_source(
     run: LoadedRun, source: str, split: str
-) -> tuple[torch.Tensor, Any, bool, dict[str, list[Any]]]:
-    """(inputs, lengths, prepared, id columns) of ``source``: a file in the run's raw units
-    (with its ``id_columns``, copied into the output), or a data set name (``split`` of it, as
-    the data set hands it to the model)."""
+) -> tuple[torch.Tensor, Any, bool, dict[str, list[Any]], dict[str, torch.Tensor]]:
+    """(inputs, lengths, prepared, id columns, anchors) of ``source``: a file in the run's
+    raw units (with its ``id_columns``, copied into the output), or a data set name (``split``
+    of it, as the data set hands it to the model, with its ``relative_to`` anchors)."""
     path = Path(source)
     if not path.exists() and source in DATASETS:
         if split not in SPLITS:
@@ -67,7 +67,7 @@ def read_source(
         data = getattr(splits, split)
         if not isinstance(data.inputs, torch.Tensor):
             raise ValueError(f"data set {source!r} has several input arrays; predict takes one")
-        return data.inputs, data.lengths, True, {}
+        return data.inputs, data.lengths, True, {}, data.anchors
     if run.config.data.name != "files":
         raise ValueError(
             f"{source}: not a file or a registered data set; run {run.run_dir} was trained on "
@@ -88,19 +88,18 @@ def read_source(
         options.get("lengths"),
         known,
     )
-    want, got = tuple(run.splits.train.input_shape), tuple(x.shape[1:])
+    stored = run.splits.train.meta.get("raw_inputs")  # a window run reads raw windows
+    want = tuple(run.splits.train.input_shape if stored is None else stored.shape[1:])
+    got = tuple(x.shape[1:])
     sequence = options.get("layout", "table") == "sequence"
     if got != want and not (sequence and got[1:] == want[1:] and reads_any_length(run, x)):
-        raise ValueError(
-            f"{source}: inputs have shape {tuple(x.shape[1:])} per sample; the run reads "
-            f"{tuple(run.splits.train.input_shape)}"
-        )
+        raise ValueError(f"{source}: inputs have shape {got} per sample; the run reads {want}")
     lens = None if lengths is None else torch.from_numpy(lengths)
     fmt = file_format(resolve_path(path), options.get("format"))
     present = None if fmt == "npz" else file_header(resolve_path(path), fmt)
     wanted = [c for c in options.get("id_columns", ()) if present is None or c in present]
     ids = read_columns(path, wanted, options.get("format"))
-    return torch.from_numpy(x), lens, False, {c: v.tolist() for c, v in ids.items()}
+    return torch.from_numpy(x), lens, False, {c: v.tolist() for c, v in ids.items()}, {}
 
 
 def reads_any_length(run: LoadedRun, x: np.ndarray) -> bool:
@@ -108,7 +107,7 @@ def reads_any_length(run: LoadedRun, x: np.ndarray) -> bool:
     does; an MLP over a flattened window does not): one forward pass on one sample."""
     try:
         with torch.no_grad():
-            run.model(torch.from_numpy(x[:1]).float())
+            run.model(run.preprocessing.prepare(torch.from_numpy(x[:1]).float()))
     except (RuntimeError, ValueError, IndexError):
         return False
     return True
@@ -137,7 +136,7 @@ def predict_run(
         raise ValueError(f"--checkpoint {checkpoint!r}; expected one of: {', '.join(CHECKPOINTS)}")
     fmt = output_format(out)
     run = load_run(run_dir, checkpoint)
-    inputs, lengths, prepared, ids = read_source(run, source, split)
+    inputs, lengths, prepared, ids, anchors = read_source(run, source, split)
     with Progress(
         TextColumn("predict"),
         BarColumn(),
@@ -158,6 +157,7 @@ def predict_run(
             prepared=prepared,
             batch_size=batch_size,
             progress=lambda done: bar.update(job, completed=done),
+            anchors=anchors,
         )
     table = {**ids, **columns(run.tasks, run.preprocessing, predictions)}
     write_table(table, out, fmt)

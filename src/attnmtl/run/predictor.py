@@ -9,7 +9,8 @@ Per task, :func:`predict` returns:
 binary      ``class`` (N,) 0/1 and ``probability`` (N,) of class 1
 multiclass  ``class`` (N,) ids and ``probabilities`` (N, C) (softmax)
 multilabel  ``labels`` (N, C) 0/1 and ``probabilities`` (N, C) (sigmoid per label)
-regression  ``value`` (N,) or (N, C), in natural units (a run's target standardisation undone)
+regression  ``value`` (N,) or (N, C), in natural units (a run's target standardisation and a
+            ``relative_to`` target's window anchor undone)
 ==========  ===========================================================================
 
 and, with ``attention=True``, ``attention``: the task's weights over the input's steps (N, T)
@@ -28,6 +29,8 @@ from torch import Tensor, nn
 from attnmtl.core.tasks import Task
 from attnmtl.data.files import standardize_inputs
 from attnmtl.data.splits import target_stats
+from attnmtl.data.windows import Window, to_anchor, transform_windows
+from attnmtl.data.windows import anchors as window_anchors
 
 Predictions = dict[str, dict[str, Tensor]]  # task → what → values
 
@@ -43,12 +46,17 @@ class Preprocessing:
         target_stats: regression task → (mean, std) its targets were standardised by;
             predictions are mapped back to natural units.
         classes: task → its declared class names (files runs), in id order.
+        window: the time-series transform of each window (files runs with ``window``).
+        relative: regression task → the input feature (column) index whose window anchor its
+            targets are relative to (``relative_to``).
     """
 
     layout: str
     input_stats: tuple[Tensor, Tensor] | None = None
     target_stats: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
     classes: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    window: Window | None = None
+    relative: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -73,16 +81,40 @@ class Preprocessing:
             for name, spec in declared.items()
             if isinstance(spec, Mapping) and spec.get("classes")
         }
-        return cls(layout, inputs, targets, classes)
+        window = info.get("window")
+        relative = info.get("relative_to")
+        return cls(
+            layout,
+            inputs,
+            targets,
+            classes,
+            None if not isinstance(window, Mapping) else Window.parse(window),
+            {}
+            if not isinstance(relative, Mapping)
+            else {str(k): int(v["index"]) for k, v in relative.items()},
+        )
 
     def prepare(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Raw inputs (as the user's files hold them) → what the model reads."""
+        if self.window is not None and self.window.changes_inputs:
+            inputs = transform_windows(inputs, lengths, self.window)
         if self.input_stats is None:
             return inputs
         return standardize_inputs(inputs, lengths, self.layout, *self.input_stats)
 
+    def anchors(self, inputs: Tensor, lengths: Tensor | None = None) -> dict[str, Tensor]:
+        """Task → (N, 2) anchors of raw ``inputs`` for each ``relative_to`` task."""
+        return window_anchors(inputs, lengths, self.layout, self.window, self.relative)
+
     def unprepare(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """The inverse of :meth:`prepare` (model inputs → raw)."""
+        """The inverse of :meth:`prepare` (model inputs → raw); a window transform has no
+        inverse (a window's level is gone): raw inputs are then its data set's
+        ``meta['raw_inputs']``."""
+        if self.window is not None and self.window.changes_inputs:
+            raise ValueError(
+                "the run's window transform cannot be undone; read the raw inputs from the "
+                "data set's meta['raw_inputs']"
+            )
         if self.input_stats is None:
             return inputs
         mean, std = self.input_stats
@@ -94,8 +126,14 @@ class Preprocessing:
         return raw
 
 
-def postprocess(task: Task, pred: Tensor, stats: tuple[Tensor, Tensor] | None) -> dict[str, Tensor]:
-    """One task's raw output (B, out) → what a user wants (see the module table)."""
+def postprocess(
+    task: Task,
+    pred: Tensor,
+    stats: tuple[Tensor, Tensor] | None,
+    anchor: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """One task's raw output (B, out) → what a user wants (see the module table);
+    ``anchor`` (B, 2): a ``relative_to`` task's per-sample window anchor."""
     if task.kind == "binary":
         probability = torch.sigmoid(pred.squeeze(-1))
         return {"class": (probability >= 0.5).long(), "probability": probability}
@@ -109,6 +147,8 @@ def postprocess(task: Task, pred: Tensor, stats: tuple[Tensor, Tensor] | None) -
     if stats is not None:
         mean, std = stats
         value = value * std.to(value) + mean.to(value)
+    if anchor is not None:
+        value = to_anchor(value, anchor)
     return {"value": value.squeeze(-1) if task.size == 1 else value}
 
 
@@ -124,6 +164,7 @@ def predict(
     prepared: bool = False,
     batch_size: int = 1024,
     progress: Callable[[int], Any] | None = None,
+    anchors: Mapping[str, Tensor] | None = None,
 ) -> Predictions:
     """Every task's predictions for ``inputs`` (N, ...) (see the module table).
 
@@ -138,9 +179,20 @@ def predict(
         prepared: ``inputs`` are already preprocessed (a data set's split).
         batch_size: samples per forward pass.
         progress: called with the number of samples done after each batch.
+        anchors: with ``prepared``, the data set's per-sample anchors of its ``relative_to``
+            tasks (``MultiTaskDataset.anchors``); from raw inputs they are computed here.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}; expected >= 1")
+    if prepared:
+        missing = [t for t in preprocessing.relative if t not in (anchors or {})]
+        if missing:
+            raise ValueError(
+                f"task(s) {missing} are predicted relative to each window: pass the data "
+                "set's anchors= with prepared inputs, or raw inputs"
+            )
+    elif preprocessing.relative:
+        anchors = preprocessing.anchors(inputs.float(), lengths)
     model.eval()
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
@@ -162,7 +214,8 @@ def predict(
     predictions: Predictions = {}
     for name, task in tasks.items():  # once over all the rows: fewer, larger operations
         stats = preprocessing.target_stats.get(name)
-        values = postprocess(task, torch.cat(raw[name]), stats)
+        anchor = (anchors or {}).get(name) if name in preprocessing.relative else None
+        values = postprocess(task, torch.cat(raw[name]), stats, anchor)
         if weights[name]:
             values["attention"] = torch.cat(weights[name])
         predictions[name] = {k: v.cpu() for k, v in values.items()}

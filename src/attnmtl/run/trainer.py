@@ -101,6 +101,8 @@ class Position:
     stopped_early: int | None = None
 
 
+# A first-step loss this many times another task's is warned of (it would swamp the others).
+LOSS_SCALE_RATIO = 1000.0
 Scores = Mapping[str, Mapping[str, float]]  # task → metric → value
 
 
@@ -416,6 +418,10 @@ class Trainer:
         if self.dist is not None:  # a non-finite value on any process is seen by all
             values = self.dist.all_sum(values.clone())
         if bool(values.isfinite().all()):
+            if self.position.step == 0:
+                self.warn_of_loss_scales(
+                    dict(zip(losses, values.tolist()[: len(losses)], strict=True))
+                )
             return True
         pos = self.position
         bad = ", ".join(
@@ -437,6 +443,22 @@ class Trainer:
                 "skipped steps are counted in metrics.jsonl, the run's in summary.json"
             )
         return False
+
+    def warn_of_loss_scales(self, losses: Mapping[str, float]) -> None:
+        """At the first step: a warning when one task's loss is 1000× another's, so that its
+        gradient would swamp the others' under a fixed weighting."""
+        live = {t: v for t, v in losses.items() if v > 0}
+        if len(live) < 2:
+            return
+        big, small = max(live, key=live.__getitem__), min(live, key=live.__getitem__)
+        if live[big] < LOSS_SCALE_RATIO * live[small]:
+            return
+        self.console.log(
+            f"warning: at the first step task {big!r} has loss {live[big]:.3g}, "
+            f"{live[big] / live[small]:.3g}× that of task {small!r} ({live[small]:.3g}): its "
+            "gradient will swamp the others'; standardise its targets "
+            "(data.standardize_targets) or use a loss-balancing weighting (uncertainty, dwa, famo)"
+        )
 
     def transfer_log(self) -> dict[str, Any]:
         """The last step's transfer terms, for the train log (nothing without transfer)."""
