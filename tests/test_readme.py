@@ -74,7 +74,14 @@ def test_the_own_loop_trains_every_parameter_and_lowers_every_task_loss(method):
     run("step = 0\n" + _sized(loop, **{"range(3)": "range(4)"}), namespace)
     after = train_losses()
     trainable = [*model.named_parameters(), *namespace["weighting"].named_parameters()]
-    silent = [n for n, p in trainable if p.grad is None or not bool(p.grad.abs().sum() > 0)]
+    # A scorer's bias shifts every step's score alike, which a softmax over the steps cancels:
+    # its true gradient is 0, and only round-off (which some strategies happen not to have)
+    # makes it non-zero. It is not asked to move.
+    silent = [
+        n
+        for n, p in trainable
+        if (p.grad is None or not bool(p.grad.abs().sum() > 0)) and not n.endswith("scorer.bias")
+    ]
     assert not silent, f"{method}: no gradient at the last step for {silent}"
     assert all(after[t] < before[t] for t in tasks), (method, before, after)
     weighting = namespace["weighting"]

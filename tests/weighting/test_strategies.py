@@ -9,9 +9,12 @@ from torch import Tensor, nn
 
 from attnmtl.weighting import (
     FAMO,
+    ConstantWeighting,
     DynamicWeightAverage,
     EqualWeighting,
+    GeometricLossStrategy,
     RandomLossWeighting,
+    ScaleInvariantWeighting,
     StepContext,
     UncertaintyWeighting,
     Weighting,
@@ -25,11 +28,14 @@ CLASSES = {
     "dwa": DynamicWeightAverage,
     "rlw": RandomLossWeighting,
     "famo": FAMO,
+    "constant": ConstantWeighting,
+    "gls": GeometricLossStrategy,
+    "scale_invariant": ScaleInvariantWeighting,
 }
 STATEFUL = ["uncertainty", "dwa", "famo"]
 
 
-def test_registry_lists_and_builds_all_five():
+def test_registry_lists_and_builds_every_loss_based_strategy():
     assert set(CLASSES) <= set(list_weightings())
     for name, cls in CLASSES.items():
         assert type(create_weighting(name, ["a", "b"])) is cls

@@ -7,9 +7,11 @@ Importing this package registers every strategy below.
 from attnmtl.weighting.aligned_mtl import AlignedMTL
 from attnmtl.weighting.base import StepContext, Weighting
 from attnmtl.weighting.cagrad import CAGrad
+from attnmtl.weighting.constant import ConstantWeighting
 from attnmtl.weighting.dwa import DynamicWeightAverage
 from attnmtl.weighting.equal import EqualWeighting
 from attnmtl.weighting.famo import FAMO
+from attnmtl.weighting.gls import GeometricLossStrategy
 from attnmtl.weighting.gradient import GradientWeighting
 from attnmtl.weighting.gradnorm import GradNorm
 from attnmtl.weighting.gradvac import GradVac
@@ -24,6 +26,7 @@ from attnmtl.weighting.registry import (
     register_weighting,
 )
 from attnmtl.weighting.rlw import RandomLossWeighting
+from attnmtl.weighting.scale_invariant import ScaleInvariantWeighting
 from attnmtl.weighting.uncertainty import UncertaintyWeighting
 from attnmtl.weighting.upgrad import UPGrad
 
@@ -35,14 +38,17 @@ __all__ = [
     "WEIGHTINGS",
     "AlignedMTL",
     "CAGrad",
+    "ConstantWeighting",
     "DynamicWeightAverage",
     "EqualWeighting",
+    "GeometricLossStrategy",
     "GradNorm",
     "GradVac",
     "GradientWeighting",
     "NashMTL",
     "PCGrad",
     "RandomLossWeighting",
+    "ScaleInvariantWeighting",
     "StepContext",
     "UPGrad",
     "UncertaintyWeighting",
