@@ -26,6 +26,8 @@ class ConstantWeighting(Weighting):
         weights: task → its weight (a finite number ≥ 0); a task left out gets 1.
     """
 
+    weights: Tensor  # (K,) per task, in ``tasks`` order
+
     def __init__(self, tasks: Sequence[str], weights: Mapping[str, float] | None = None) -> None:
         super().__init__(tasks)
         given = dict(weights or {})
