@@ -947,7 +947,9 @@ def _class_notes(
     for spec, task in zip(specs, tasks, strict=True):
         if spec.kind != "multiclass" or spec.size is not None or spec.classes is not None:
             continue
-        labels = np.concatenate([v[m] for split in parsed.values() for v, m in [split[spec.name]]])
+        labels = np.concatenate(
+            [split[spec.name][0][split[spec.name][1]] for split in parsed.values()]
+        )
         counts = np.bincount(labels.astype(np.int64), minlength=task.size)
         size = task.size
         shown = "{" + ",".join(map(str, range(size))) + "}" if size <= 12 else f"{{0,…,{size - 1}}}"

@@ -96,15 +96,15 @@ def window_stats(
     standard deviation over real steps (ones without ``scale``)."""
     weight = _valid(x, lengths)  # (N, T, 1)
     count = weight.sum(1)  # (N, 1)
-    mean = (x * weight).sum(1) / count  # (N, F)
-    if center == "mean":
+    mean = (x * weight).sum(1) / count if center == "mean" or scale else None  # (N, F)
+    if center == "mean" and mean is not None:
         middle = mean
     elif lengths is None:
         middle = x[:, -1]
     else:
         last = (lengths.to(x.device) - 1).clamp_min(0)
         middle = x[torch.arange(x.shape[0], device=x.device), last]
-    if not scale:
+    if not scale or mean is None:
         return middle, torch.ones_like(middle)
     var = (((x - mean.unsqueeze(1)) ** 2) * weight).sum(1) / count
     return middle, torch.sqrt(var + EPS)

@@ -28,6 +28,11 @@ from attnmtl.models.base import FeatureSplit, MultiTaskModel
 Needs = Literal["losses", "parameters", "features"]
 
 
+# Log-loss methods floor each loss here: a zero loss would make the log (and its gradient)
+# infinite. attnmtl's task losses are >= 0.
+LOSS_FLOOR = 1e-12
+
+
 def identity(loss: Tensor) -> Tensor:
     """The loss unchanged (no gradient scaling)."""
     return loss
@@ -117,6 +122,14 @@ class Weighting(nn.Module, ABC):
     def index(self, task: str) -> int:
         """Position of ``task`` in :attr:`tasks`."""
         return self.tasks.index(task)
+
+    def present(self, losses: Mapping[str, Tensor]) -> list[str]:
+        """The tasks of ``losses`` in :attr:`tasks` order; ValueError when there are none
+        (or one is not a task of this strategy)."""
+        order = sorted(losses, key=self.index)
+        if not order:
+            raise ValueError("losses is empty; expected the loss of at least one task")
+        return order
 
     @abstractmethod
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:

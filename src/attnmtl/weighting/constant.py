@@ -47,9 +47,7 @@ class ConstantWeighting(Weighting):
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         """Combine as ``Σ w_k L_k`` over the present tasks and backpropagate."""
-        order = sorted(losses, key=self.index)
-        if not order:
-            raise ValueError("losses is empty; expected the loss of at least one task")
+        order = self.present(losses)
         stacked = torch.stack([losses[t] for t in order])  # (K,)
         index = torch.tensor([self.index(t) for t in order], device=self.weights.device)
         weights = self.weights[index].to(stacked)  # (K,)

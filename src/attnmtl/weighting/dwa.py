@@ -67,9 +67,7 @@ class DynamicWeightAverage(Weighting):
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         """Weight by this epoch's ``λ``, backpropagate, and add the losses to the averages."""
-        order = sorted(losses, key=self.index)
-        if not order:
-            raise ValueError("losses is empty; expected the loss of at least one task")
+        order = self.present(losses)
         if ctx.epoch != self.epoch:
             self._start_epoch()
             self.epoch = ctx.epoch

@@ -30,9 +30,7 @@ class EqualWeighting(Weighting):
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         """Sum the present tasks' losses and backpropagate; every weight is 1."""
-        order = sorted(losses, key=self.index)
-        if not order:
-            raise ValueError("losses is empty; expected the loss of at least one task")
+        order = self.present(losses)
         total = torch.stack([losses[t] for t in order]).sum()
         ctx.scale(total).backward()
         return {t: torch.ones((), dtype=total.dtype, device=total.device) for t in order}

@@ -103,9 +103,7 @@ class FAMO(Weighting):
         """Combine as ``Σ z_k log D_k / c``, backpropagate; report ``z_k / (c D_k)``."""
         if self._pending is not None:
             raise self.missed_after_step()
-        order = sorted(losses, key=self.index)
-        if not order:
-            raise ValueError("losses is empty; expected the loss of at least one task")
+        order = self.present(losses)
         index = torch.tensor([self.index(t) for t in order], device=self.logits.device)
         stacked = torch.stack([losses[t] for t in order])  # (K,)
         gap = self._gap(stacked, index)  # (K,)

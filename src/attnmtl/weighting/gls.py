@@ -10,10 +10,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from attnmtl.weighting.base import StepContext, Weighting
+from attnmtl.weighting.base import LOSS_FLOOR, StepContext, Weighting
 from attnmtl.weighting.registry import register_weighting
-
-FLOOR = 1e-12  # a zero loss would make the log (and the gradient) infinite
 
 
 @register_weighting("gls")
@@ -34,10 +32,8 @@ class GeometricLossStrategy(Weighting):
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         """Combine as the geometric mean of the present tasks' losses and backpropagate."""
-        order = sorted(losses, key=self.index)
-        if not order:
-            raise ValueError("losses is empty; expected the loss of at least one task")
-        stacked = torch.stack([losses[t] for t in order]).clamp_min(FLOOR)  # (K,)
+        order = self.present(losses)
+        stacked = torch.stack([losses[t] for t in order]).clamp_min(LOSS_FLOOR)  # (K,)
         total = stacked.log().mean().exp()
         ctx.scale(total).backward()
         weights = (total / (len(order) * stacked)).detach()  # (K,) ∂L/∂L_k

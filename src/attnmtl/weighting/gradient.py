@@ -355,9 +355,7 @@ class GradientWeighting(Weighting):
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         """Per-task gradients, :meth:`combine`, and the combined update, in one go."""
-        order = sorted(losses, key=self.index)
-        if not order:
-            raise ValueError("losses is empty; expected the loss of at least one task")
+        order = self.present(losses)
         missing = [t for t in order if t not in ctx.task_parameters]
         if missing:
             raise ValueError(

@@ -126,9 +126,7 @@ class IMTL(GradientWeighting):
         the scaled losses alone (``l``); the loss scales get ``e^{s_t} L_t − 1``."""
         if self.variant == "g":
             return super().backward(losses, ctx)
-        order = sorted(losses, key=self.index)
-        if not order:
-            raise ValueError("losses is empty; expected the loss of at least one task")
+        order = self.present(losses)
         params = [self.log_scales[self.index(t)] for t in order]
         log_scale = torch.stack(list(params))  # (K,) in the graph of the s_t
         stacked = torch.stack([losses[t] for t in order])  # (K,)

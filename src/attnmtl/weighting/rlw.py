@@ -35,9 +35,7 @@ class RandomLossWeighting(Weighting):
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         """Draw the weights, combine as ``Σ λ_k L_k``, backpropagate."""
-        order = sorted(losses, key=self.index)
-        if not order:
-            raise ValueError("losses is empty; expected the loss of at least one task")
+        order = self.present(losses)
         stacked = torch.stack([losses[t] for t in order])  # (K,)
         draws = agree(lambda: torch.randn(len(order), device=stacked.device), ctx.job)  # (K,)
         weights = torch.softmax(draws, dim=0).to(stacked.dtype)  # (K,)

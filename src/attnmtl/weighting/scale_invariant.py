@@ -10,10 +10,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from attnmtl.weighting.base import StepContext, Weighting
+from attnmtl.weighting.base import LOSS_FLOOR, StepContext, Weighting
 from attnmtl.weighting.registry import register_weighting
-
-FLOOR = 1e-12  # a zero loss would make the log (and the gradient) infinite
 
 
 @register_weighting("scale_invariant")
@@ -30,10 +28,8 @@ class ScaleInvariantWeighting(Weighting):
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         """Combine as ``Σ log L_k`` over the present tasks and backpropagate."""
-        order = sorted(losses, key=self.index)
-        if not order:
-            raise ValueError("losses is empty; expected the loss of at least one task")
-        stacked = torch.stack([losses[t] for t in order]).clamp_min(FLOOR)  # (K,)
+        order = self.present(losses)
+        stacked = torch.stack([losses[t] for t in order]).clamp_min(LOSS_FLOOR)  # (K,)
         ctx.scale(stacked.log().sum()).backward()
         weights = (1.0 / stacked).detach()  # (K,) ∂L/∂L_k
         return dict(zip(order, weights.unbind(), strict=True))

@@ -47,9 +47,7 @@ class UncertaintyWeighting(Weighting):
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         """Combine as ``Σ L_k / (2 exp(s_k)) + s_k / 2``; report ``1 / (2 exp(s_k))``."""
-        order = sorted(losses, key=self.index)
-        if not order:
-            raise ValueError("losses is empty; expected the loss of at least one task")
+        order = self.present(losses)
         terms, weights = [], {}
         for task in order:
             log_var = self.log_vars[self.index(task)]
