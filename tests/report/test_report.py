@@ -143,3 +143,29 @@ def test_cli_report_writes_the_page_and_refuses_what_is_not_a_run(tiny_run, tmp_
         assert done.value.code == 2
         assert err == f"attnmtl: error: {target}: not a run directory (no config.yaml)\n"
     assert list(empty.iterdir()) == [] and not (tmp_path / "missing").exists()
+
+
+def test_gradient_methods_log_task_gradient_conflicts_and_the_report_draws_them(tiny_run, tmp_path):
+    from attnmtl.pipeline import train_run
+    from attnmtl.run.config import parse_config
+
+    from .conftest import TINY
+
+    events = [json.loads(x) for x in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert not any("conflict" in e for e in events)  # uncertainty forms no task gradients
+    config = {**TINY, "weighting": {"name": "pcgrad"}, "train": {**TINY["train"], "epochs": 1}}
+    run_dir, _ = train_run(parse_config(config), tmp_path / "run")
+    events = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [e for e in events if e["event"] == "train"]
+    assert train and all(set(e["conflict"]) == {"cos", "norm"} for e in train)
+    for e in train:
+        assert set(e["conflict"]["cos"]) == {"digit|scale"}
+        assert -1 - 1e-9 <= e["conflict"]["cos"]["digit|scale"] <= 1 + 1e-9
+        assert all(n > 0 for n in e["conflict"]["norm"].values())
+    # PCGrad projects exactly when the pair conflicts: the logged weights say so too
+    for e in train:
+        projected = any(abs(w - 1.0) > 1e-9 for w in e["weights"].values())
+        assert projected == (e["conflict"]["cos"]["digit|scale"] < 0)
+    page = Page(build_report(run_dir, examples=1).read_text())
+    assert "task gradient cosines and norms against step" in page.alts
+    assert (run_dir / "plots" / "conflict.png").exists()

@@ -9,6 +9,8 @@ from torch import Tensor, nn
 
 from attnmtl.weighting import (
     FAMO,
+    IMTLL,
+    STCH,
     ConstantWeighting,
     DynamicWeightAverage,
     EqualWeighting,
@@ -31,6 +33,8 @@ CLASSES = {
     "constant": ConstantWeighting,
     "gls": GeometricLossStrategy,
     "scale_invariant": ScaleInvariantWeighting,
+    "stch": STCH,
+    "imtl_l": IMTLL,
 }
 STATEFUL = ["uncertainty", "dwa", "famo"]
 

@@ -29,7 +29,7 @@ from attnmtl.core.output import MultiTaskOutput
 from attnmtl.core.tasks import Task
 from attnmtl.models.base import MultiTaskModel
 from attnmtl.weighting import WEIGHTINGS, StepContext, Weighting, create_weighting
-from attnmtl.weighting.gradient import GradientWeighting
+from attnmtl.weighting.gradient import GradientBased
 
 MODES = ("parameters", "features")
 
@@ -60,7 +60,7 @@ def gradient_methods() -> list[str]:
     return [
         name
         for name in WEIGHTINGS.names()
-        if issubclass(WEIGHTINGS.get(name), GradientWeighting) and name != "mgda_ub"
+        if issubclass(WEIGHTINGS.get(name), GradientBased) and name != "mgda_ub"
     ]
 
 
@@ -130,9 +130,7 @@ def run(
     """
     names = list(methods) if methods is not None else gradient_methods()
     for name in names:
-        if name not in WEIGHTINGS.names() or not issubclass(
-            WEIGHTINGS.get(name), GradientWeighting
-        ):
+        if name not in WEIGHTINGS.names() or not issubclass(WEIGHTINGS.get(name), GradientBased):
             choices = ", ".join(gradient_methods())
             raise ValueError(f"method {name!r}; expected a gradient-based strategy: {choices}")
     for mode in modes:
@@ -149,7 +147,8 @@ def run(
         labels = torch.randint(0, 10, (count, batch_size))
         variants = [make_variant("equal", "equal", tasks, state)]
         for name in names:
-            for mode in modes:
+            admitted = getattr(WEIGHTINGS.get(name), "modes", MODES)  # RowWeighting may limit
+            for mode in (m for m in modes if m in admitted):
                 key = name if mode == "parameters" else f"{name}:features"
                 variants.append(make_variant(key, name, tasks, state, mode=mode))
                 if naive:

@@ -212,6 +212,37 @@ def weights_figure(train_events: Sequence[Mapping[str, Any]]) -> Figure:
     return series_figure(train_events, "weights", "task weight", "task weights")
 
 
+def conflict_figure(train_events: Sequence[Mapping[str, Any]]) -> Figure:
+    """The task gradients at each logged step, as gradient-based strategies computed them:
+    pairwise cosines (left; below 0, the pair conflicts) and norms (right, log scale)."""
+    events = [
+        {"step": e["step"], **e["conflict"]}
+        for e in train_events
+        if isinstance(e.get("conflict"), Mapping)
+    ]
+    figure = new_figure(11, 3.4)
+    axes = figure.subplots(1, 2)
+    for ax, key, label in ((axes[0], "cos", "cosine"), (axes[1], "norm", "gradient norm")):
+        series = task_series(events, key)
+        names = list(series)
+        for name, (steps, values) in series.items():
+            ax.plot(steps, values, label=name, color=task_color(names, name), lw=1.2)
+        if series:
+            ax.set_xlabel("step")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            if key == "cos":
+                ax.axhline(0.0, color="0.4", lw=0.8, ls="--")
+            elif all(v > 0 for _, values in series.values() for v in values):
+                ax.set_yscale("log")
+        else:
+            _no_data(ax, f"no gradient {label}s logged")
+    axes[0].set_title("task gradients: pairwise cosine")
+    axes[1].set_title("task gradients: norm")
+    return figure
+
+
 def transfer_figure(train_events: Sequence[Mapping[str, Any]]) -> Figure:
     """Each weighted transfer term (teacher pairs, logits, cross-task) at each logged step."""
     return series_figure(train_events, "transfer", "weighted term", "transfer terms")

@@ -36,6 +36,7 @@ from attnmtl.report.attention import (
     fusion_figure,
 )
 from attnmtl.report.figures import (
+    conflict_figure,
     figure_png,
     loss_figure,
     primary_metric,
@@ -210,6 +211,8 @@ def build_report(run_dir: Path, *, examples: int = 4) -> Path:
         plots["weights"] = figure_png(weights_figure(train_events))
         if any("transfer" in e for e in train_events):
             plots["transfer"] = figure_png(transfer_figure(train_events))
+        if any("conflict" in e for e in train_events):
+            plots["conflict"] = figure_png(conflict_figure(train_events))
         body["curves"] = html.png_image(
             plots["loss"],
             "training loss per task and learning rate against step",
@@ -226,6 +229,14 @@ def build_report(run_dir: Path, *, examples: int = 4) -> Path:
             "task weights against step",
             "The weight the weighting strategy gave each task's loss at each logged step.",
         )
+        if "conflict" in plots:
+            body["weights"] += html.png_image(
+                plots["conflict"],
+                "task gradient cosines and norms against step",
+                "The per-task gradients the gradient-based strategy computed at each logged "
+                "step: the cosine of every pair (below the dashed line, the two tasks conflict) "
+                "and each gradient's norm, read from the strategy's Gram matrix.",
+            )
         if "transfer" in plots:
             body["weights"] += html.png_image(
                 plots["transfer"],

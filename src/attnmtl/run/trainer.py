@@ -340,11 +340,15 @@ class Trainer:
         losses: Mapping[str, Tensor],
         weights: Mapping[str, Tensor],
     ) -> None:
-        """The progress bar and a ``train`` event: losses, weights, learning rate, speed."""
+        """The progress bar and a ``train`` event: losses, weights, learning rate, speed, and
+        the task gradients' cosines and norms where the strategy computed them (``conflict``,
+        from its Gram matrix: no extra backward pass)."""
         pos = self.position
         rate = clock.lap()
         current = {t: float(v.detach()) for t, v in losses.items()}
         progress.update(pos.batch, rate, current)
+        stats = self.weighting.gradient_stats() if weights else None
+        extra = {"conflict": stats.as_log()} if stats is not None else {}
         logger.log(
             "train",
             pos.step,
@@ -353,6 +357,7 @@ class Trainer:
             weights={t: float(w) for t, w in weights.items()},
             lr=self.optimizer.param_groups[0]["lr"],
             samples_per_s=rate,
+            **extra,
             **self.transfer_log(),
         )
 

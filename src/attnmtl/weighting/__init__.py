@@ -12,7 +12,7 @@ from attnmtl.weighting.dwa import DynamicWeightAverage
 from attnmtl.weighting.equal import EqualWeighting
 from attnmtl.weighting.famo import FAMO
 from attnmtl.weighting.gls import GeometricLossStrategy
-from attnmtl.weighting.gradient import GradientWeighting
+from attnmtl.weighting.gradient import GradientBased, GradientWeighting, RowWeighting
 from attnmtl.weighting.gradnorm import GradNorm
 from attnmtl.weighting.gradvac import GradVac
 from attnmtl.weighting.imtl import IMTL
@@ -31,23 +31,35 @@ from attnmtl.weighting.uncertainty import UncertaintyWeighting
 from attnmtl.weighting.upgrad import UPGrad
 
 __all__ = [
+    "CRMOGM",
+    "DBMTL",
     "FAMO",
     "IMTL",
+    "IMTLL",
     "MGDA",
     "MGDAUB",
+    "STCH",
     "WEIGHTINGS",
     "AlignedMTL",
     "CAGrad",
+    "ConFIG",
     "ConstantWeighting",
+    "DualProj",
     "DynamicWeightAverage",
     "EqualWeighting",
+    "ExcessMTL",
+    "FairGrad",
     "GeometricLossStrategy",
+    "GradDrop",
     "GradNorm",
     "GradVac",
+    "GradientBased",
     "GradientWeighting",
+    "MoCo",
     "NashMTL",
     "PCGrad",
     "RandomLossWeighting",
+    "RowWeighting",
     "ScaleInvariantWeighting",
     "StepContext",
     "UPGrad",
@@ -57,3 +69,14 @@ __all__ = [
     "list_weightings",
     "register_weighting",
 ]
+
+from attnmtl.weighting.conflict_free import ConFIG
+from attnmtl.weighting.cr_mogm import CRMOGM
+from attnmtl.weighting.db_mtl import DBMTL
+from attnmtl.weighting.dualproj import DualProj
+from attnmtl.weighting.excess_mtl import ExcessMTL
+from attnmtl.weighting.fairgrad import FairGrad
+from attnmtl.weighting.graddrop import GradDrop
+from attnmtl.weighting.imtl_l import IMTLL
+from attnmtl.weighting.moco import MoCo
+from attnmtl.weighting.stch import STCH

@@ -58,6 +58,7 @@ class AlignedMTL(GradientWeighting):
         mode: ``parameters`` or ``features`` (``features`` is Aligned-MTL-UB).
         update_every: solve every this many steps and reuse the coefficients in between.
         engine: ``batched`` or ``loop``.
+        log_losses: the method on the gradients of ``log L_k`` (see :class:`GradientWeighting`).
     """
 
     task_gradients = "raw"
@@ -72,8 +73,11 @@ class AlignedMTL(GradientWeighting):
         mode: Mode = "parameters",
         update_every: int = 1,
         engine: Engine = "batched",
+        log_losses: bool = False,
     ) -> None:
-        super().__init__(tasks, mode=mode, update_every=update_every, engine=engine)
+        super().__init__(
+            tasks, mode=mode, update_every=update_every, engine=engine, log_losses=log_losses
+        )
         if scale_mode not in SCALE_MODES:
             raise ValueError(
                 f"scale_mode={scale_mode!r}; expected one of: {', '.join(SCALE_MODES)}"

@@ -33,6 +33,40 @@ Needs = Literal["losses", "parameters", "features"]
 LOSS_FLOOR = 1e-12
 
 
+@dataclass(frozen=True)
+class GradientStats:
+    """The task gradients of one step, seen through their Gram matrix ``GGᵀ``.
+
+    Attributes:
+        tasks: the tasks present, in order.
+        norms: ``‖g_k‖`` (K,).
+        cosines: ``cos(g_i, g_j)`` (K, K); NaN where a gradient is zero. A negative entry is a
+            conflict: a step along one task's gradient increases the other's loss.
+    """
+
+    tasks: tuple[str, ...]
+    norms: Tensor
+    cosines: Tensor
+
+    @classmethod
+    def from_gram(cls, gram: Tensor, tasks: Sequence[str]) -> GradientStats:
+        """From ``GGᵀ`` (K, K) of the gradients of ``tasks``."""
+        norms = gram.diagonal().clamp_min(0).sqrt()
+        cosines = gram / (norms[:, None] * norms[None, :])
+        return cls(tuple(tasks), norms.detach().cpu(), cosines.detach().cpu())
+
+    def as_log(self) -> dict[str, dict[str, float]]:
+        """``{"norm": {task: ‖g‖}, "cos": {"a|b": cos}}`` (each pair once) for metrics.jsonl."""
+        norm = {t: float(n) for t, n in zip(self.tasks, self.norms.tolist(), strict=True)}
+        cos = {
+            f"{a}|{b}": float(self.cosines[i, j])
+            for i, a in enumerate(self.tasks)
+            for j, b in enumerate(self.tasks)
+            if i < j
+        }
+        return {"norm": norm, "cos": cos}
+
+
 def identity(loss: Tensor) -> Tensor:
     """The loss unchanged (no gradient scaling)."""
     return loss
@@ -204,6 +238,12 @@ class Weighting(nn.Module, ABC):
                 f"{missing}, so they would never learn; build it over "
                 "[*model.parameters(), *weighting.parameters()]"
             )
+
+    def gradient_stats(self) -> GradientStats | None:
+        """The per-task gradients' norms and pairwise cosines at the last step, where the
+        strategy computed them anyway (gradient-based methods: from their Gram matrix, at no
+        extra cost); None for strategies that never form per-task gradients."""
+        return None
 
     def wants_split(self) -> bool:
         """Whether the forward pass should cut the shared representation per task

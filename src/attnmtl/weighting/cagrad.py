@@ -59,7 +59,8 @@ class CAGrad(GradientWeighting):
             official NYUv2 and Cityscapes runs use 0.4).
         rescale: 0, 1 (default, as the official experiments) or 2: divide the update by 1,
             ``1 + c²`` or ``1 + c``.
-        mode, update_every, engine: see :class:`~attnmtl.weighting.gradient.GradientWeighting`.
+        mode, update_every, engine, log_losses: see
+            :class:`~attnmtl.weighting.gradient.GradientWeighting`.
     """
 
     def __init__(
@@ -70,8 +71,11 @@ class CAGrad(GradientWeighting):
         mode: Mode = "parameters",
         update_every: int = 1,
         engine: Engine = "batched",
+        log_losses: bool = False,
     ) -> None:
-        super().__init__(tasks, mode=mode, update_every=update_every, engine=engine)
+        super().__init__(
+            tasks, mode=mode, update_every=update_every, engine=engine, log_losses=log_losses
+        )
         check_positive("c", c, allow_zero=True)
         if isinstance(rescale, bool) or not isinstance(rescale, int) or rescale not in RESCALES:
             raise ValueError(f"rescale={rescale!r}; expected 0, 1 or 2")

@@ -43,13 +43,13 @@ import warnings
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from attnmtl.core.distributed import Distributed
-from attnmtl.weighting.base import StepContext, Weighting
+from attnmtl.weighting.base import LOSS_FLOOR, GradientStats, StepContext, Weighting
 
 Mode = Literal["parameters", "features"]
 Engine = Literal["batched", "loop"]
@@ -100,6 +100,7 @@ class TaskGradients:
 
     def apply(self, coefficients: Tensor, weighted: bool) -> None:
         """Write ``cᵀG`` to the shared side and each task's gradient to its own parameters."""
+        c = coefficients
         if self.deferred is not None:
             c = coefficients.to(self.deferred.dtype)
             combined = (c * self.deferred).sum()
@@ -115,10 +116,26 @@ class TaskGradients:
             c = coefficients.to(self.blocks[0].dtype)
             for param, block in zip(self.targets, self.blocks, strict=True):
                 accumulate(param, (c @ block).view_as(param))
+        self.apply_own(c, weighted)
+
+    def apply_direction(self, direction: Tensor, coefficients: Tensor, weighted: bool) -> None:
+        """Write the shared update ``direction`` (N,) — the blocks' columns, concatenated — and
+        each task's gradient to its own parameters (scaled by ``coefficients`` if weighted)."""
+        if self.root is not None:
+            if self.root.requires_grad:
+                self.root.backward(direction.to(self.root.dtype).view_as(self.root))
+        else:
+            parts = direction.split([block.shape[1] for block in self.blocks])
+            for param, part in zip(self.targets, parts, strict=True):
+                accumulate(param, part.to(param.dtype).view_as(param))
+        self.apply_own(coefficients, weighted)
+
+    def apply_own(self, coefficients: Tensor, weighted: bool) -> None:
+        """Each task's gradient to its own parameters, scaled by its coefficient if weighted."""
         for k, (params, own) in enumerate(zip(self.task_params, self.task_grads, strict=True)):
             for param, grad in zip(params, own, strict=True):
                 if grad is not None:
-                    accumulate(param, grad * c[k] if weighted else grad)
+                    accumulate(param, grad * coefficients[k] if weighted else grad)
 
 
 def global_gram(grads: TaskGradients, job: Distributed | None) -> Tensor:
@@ -300,8 +317,14 @@ def unflatten(
     return out
 
 
-class GradientWeighting(Weighting):
-    """Base of the gradient-based strategies: subclasses implement :meth:`combine`.
+class GradientBased(Weighting):
+    """What every method built on per-task gradients shares: the options, the gradient
+    context, the log-loss objective and :meth:`gradient_stats`.
+
+    Two families derive from it. :class:`GradientWeighting` methods are functions of the Gram
+    matrix (they return coefficients ``c`` and the update is ``cᵀG``); :class:`RowWeighting`
+    methods need the gradient rows themselves (momentum buffers of past gradients, per-entry
+    masks) and return the update vector.
 
     Args:
         tasks: names of all tasks, in order.
@@ -313,11 +336,21 @@ class GradientWeighting(Weighting):
             A step that reuses them costs about one equal-weighting step.
         engine: ``batched`` (vmapped per-task gradients; the default) or ``loop`` (one full
             backward pass per task, the naive reference the benchmark compares against).
+        log_losses: run the method on the gradients of ``log L_k`` instead of ``L_k``
+            (``g_k / L_k``: every task's gradient is divided by its loss, so no task's scale
+            dominates), as FAMO's code runs MGDA, CAGrad and IMTL-G, and as DB-MTL balances
+            loss scales. The weight reported is then the factor on the raw loss, ``c_k / L_k``.
+
+    Every step that solves leaves its Gram matrix for :meth:`gradient_stats` (the trainer logs
+    the task gradients' pairwise cosines and norms from it, at no extra cost).
     """
 
     task_gradients: ClassVar[Literal["raw", "weighted"]] = "raw"
     coefficients: Tensor
     job: Distributed | None = None  # the running step's torchrun job (StepContext.job)
+    # The last solved step's Gram matrix of the (unscaled) task gradients, and its tasks.
+    last_gram: Tensor | None = None
+    last_tasks: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -325,8 +358,12 @@ class GradientWeighting(Weighting):
         mode: Mode = "parameters",
         update_every: int = 1,
         engine: Engine = "batched",
+        log_losses: bool = False,
     ) -> None:
         super().__init__(tasks)
+        if not isinstance(log_losses, bool):
+            raise ValueError(f"log_losses={log_losses!r}; expected true or false")
+        self.log_losses = log_losses
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}; expected one of: {', '.join(MODES)}")
         if engine not in ENGINES:
@@ -343,6 +380,43 @@ class GradientWeighting(Weighting):
         """The batched engine takes per-task gradients at the representation's cut."""
         return self.engine == "batched"
 
+    def gradient_stats(self) -> GradientStats | None:
+        """The task gradients' norms and pairwise cosines at the last step that solved."""
+        if self.last_gram is None:
+            return None
+        return GradientStats.from_gram(self.last_gram, self.last_tasks)
+
+    def prepare(
+        self, losses: Mapping[str, Tensor], ctx: StepContext
+    ) -> tuple[list[str], list[int], Tensor, Tensor]:
+        """The present tasks, their positions, their losses (K,) and the objective (K,)
+        whose gradients the method takes (the losses, or their logs)."""
+        order = self.present(losses)
+        missing = [t for t in order if t not in ctx.task_parameters]
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__}: StepContext.task_parameters has no entry for "
+                f"{', '.join(map(repr, missing))}, so those tasks' own parameters (heads, "
+                "attention) would get no gradient; build the context with "
+                "StepContext.from_model(model, output, step, epoch)"
+            )
+        self.job = ctx.job  # (methods that draw random numbers agree on them across processes)
+        stacked = torch.stack([losses[t] for t in order])
+        objective = stacked.clamp_min(LOSS_FLOOR).log() if self.log_losses else stacked
+        return order, [self.index(t) for t in order], stacked, objective
+
+    def report(self, order: Sequence[str], c: Tensor, losses: Tensor) -> dict[str, Tensor]:
+        """task → the factor its raw loss received (``c_k``, or ``c_k / L_k`` on log losses)."""
+        reported = c / losses.detach().clamp_min(LOSS_FLOOR) if self.log_losses else c
+        return {t: reported[k].detach() for k, t in enumerate(order)}
+
+
+class GradientWeighting(GradientBased):
+    """Base of the Gram-matrix methods: subclasses implement :meth:`combine`.
+
+    See :class:`GradientBased` for the arguments.
+    """
+
     @abstractmethod
     def combine(self, gram: Tensor, losses: Tensor, index: list[int]) -> Tensor:
         """Coefficients ``c`` (K,) of the update ``d = cᵀG`` from the Gram matrix.
@@ -355,34 +429,145 @@ class GradientWeighting(Weighting):
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         """Per-task gradients, :meth:`combine`, and the combined update, in one go."""
-        order = self.present(losses)
-        missing = [t for t in order if t not in ctx.task_parameters]
-        if missing:
-            raise ValueError(
-                f"{type(self).__name__}: StepContext.task_parameters has no entry for "
-                f"{', '.join(map(repr, missing))}, so those tasks' own parameters (heads, "
-                "attention) would get no gradient; build the context with "
-                "StepContext.from_model(model, output, step, epoch)"
-            )
-        index = [self.index(t) for t in order]
-        self.job = ctx.job  # (methods that draw random numbers agree on them across processes)
-        stacked = torch.stack([losses[t] for t in order])
-        scaled = ctx.scale(stacked)
+        order, index, stacked, objective = self.prepare(losses, ctx)
         solve = ctx.step % self.update_every == 0
-        grads = task_gradients(scaled, order, ctx, self.mode, self.engine, need_shared=solve)
+        grads = task_gradients(
+            ctx.scale(objective), order, ctx, self.mode, self.engine, need_shared=solve
+        )
         if solve:
-            gram = global_gram(grads, ctx.job).double()
-            factor = ctx.scale(torch.ones((), dtype=stacked.dtype, device=stacked.device))
-            gram = gram / factor.double() ** 2
-            if bool(torch.isfinite(gram).all()):
-                c = self.combine(gram, stacked.detach().double(), index).to(stacked.dtype)
-            else:  # overflow under AMP: GradScaler skips this step; keep the solver out of it
-                c = torch.ones(len(order), dtype=stacked.dtype, device=stacked.device)
+            c = self.solve(grads, ctx, stacked.detach(), order, index)
             self.coefficients[index] = c.detach().to(self.coefficients.dtype)
         else:
             c = self.coefficients[index].to(stacked.dtype)
         grads.apply(c, weighted=self.task_gradients == "weighted")
-        return {t: c[k].detach() for k, t in enumerate(order)}
+        return self.report(order, c, stacked)
+
+    def solve(
+        self,
+        grads: TaskGradients,
+        ctx: StepContext,
+        losses: Tensor,
+        order: Sequence[str],
+        index: list[int],
+    ) -> Tensor:
+        """This step's coefficients (K,) from the global Gram matrix (unscaled for AMP),
+        which is also kept for :meth:`gradient_stats`."""
+        gram = global_gram(grads, ctx.job).double()
+        factor = ctx.scale(torch.ones((), dtype=losses.dtype, device=losses.device))
+        gram = gram / factor.double() ** 2
+        self.last_gram, self.last_tasks = gram.detach(), tuple(order)
+        if not bool(torch.isfinite(gram).all()):
+            # overflow under AMP: GradScaler skips this step; keep the solver out of it
+            return torch.ones(len(order), dtype=losses.dtype, device=losses.device)
+        return self.combine(gram, losses.double(), index).to(losses.dtype)
+
+
+@dataclass
+class Rows:
+    """The per-task gradients of one step as one matrix, for :meth:`RowWeighting.direction`.
+
+    Attributes:
+        matrix: ``G`` (K, N), unscaled for AMP, averaged over a torchrun job in ``parameters``
+            mode (each process's own rows in ``features`` mode).
+        features: ``features`` mode: the shared representation (its values; its shape is
+            ``matrix.shape[1:]`` unflattened); None in ``parameters`` mode.
+    """
+
+    matrix: Tensor
+    features: Tensor | None
+
+
+class RowWeighting(GradientBased):
+    """Base of the methods whose update needs the gradient rows, not only their Gram matrix:
+    subclasses implement :meth:`direction`.
+
+    The per-task gradients are taken as for :class:`GradientWeighting` (batched, in either
+    mode), concatenated into ``G`` (K, N) — the memory a K×N matrix needs, which these methods
+    hold anyway in their buffers — and the update ``d`` (N,) the method returns is written to
+    the shared parameters (or backpropagated from the representation). Its Gram matrix is
+    still kept for :meth:`gradient_stats`. ``update_every`` is 1: these methods update their
+    state from every step's gradients.
+
+    ``modes`` lists the gradient modes a method's definition admits: a method whose buffers
+    hold gradients across steps runs in ``parameters`` mode only (the representation's
+    gradient belongs to one batch's samples and cannot be averaged over steps).
+
+    See :class:`GradientBased` for the arguments.
+    """
+
+    modes: ClassVar[tuple[Mode, ...]] = MODES
+    # Buffers with one row per task and one column per gradient entry, created at the first
+    # step (when N is known); checkpoints restore them at their saved size.
+    row_buffers: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        mode: Mode = "parameters",
+        engine: Engine = "batched",
+        log_losses: bool = False,
+    ) -> None:
+        super().__init__(tasks, mode=mode, update_every=1, engine=engine, log_losses=log_losses)
+        if mode not in self.modes:
+            raise ValueError(
+                f"mode={mode!r}; {type(self).__name__} runs in {' or '.join(self.modes)} mode only"
+            )
+
+    def row_buffer(self, name: str, like: Tensor) -> Tensor:
+        """The (all tasks, N) buffer ``name``, zeros at the first step; ``like`` (K, N)."""
+        buffer: Tensor = getattr(self, name)
+        shape = (len(self.tasks), like.shape[1])
+        if buffer.numel() == 0:
+            buffer = torch.zeros(shape, dtype=like.dtype, device=like.device)
+            setattr(self, name, buffer)
+        elif tuple(buffer.shape) != shape:
+            raise ValueError(
+                f"{type(self).__name__}: its {name} buffer holds gradients of "
+                f"{buffer.shape[1]} entries but this step's have {shape[1]}; the model's "
+                "shared part changed since the strategy started"
+            )
+        return buffer
+
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any) -> None:
+        for name in self.row_buffers:  # restore at the saved size (empty before a first step)
+            saved = state_dict.get(prefix + name)
+            if saved is not None:
+                setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    @abstractmethod
+    def direction(self, rows: Rows, losses: Tensor, index: list[int]) -> tuple[Tensor, Tensor]:
+        """The shared update ``d`` (N,) and per-task coefficients ``c`` (K,).
+
+        ``c`` weights the task-specific parameters' gradients where ``task_gradients`` is
+        ``weighted``, and is the weight reported for each task.
+
+        Args:
+            rows: this step's per-task gradients.
+            losses: the present tasks' losses (K,), detached.
+            index: the present tasks' positions in :attr:`tasks` (for per-task state).
+        """
+
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
+        """Per-task gradients, :meth:`direction`, and its update, in one go."""
+        order, index, stacked, objective = self.prepare(losses, ctx)
+        grads = task_gradients(ctx.scale(objective), order, ctx, self.mode, self.engine)
+        factor = ctx.scale(torch.ones((), dtype=stacked.dtype, device=stacked.device))
+        blocks = grads.blocks
+        if ctx.job is not None and grads.root is None:
+            blocks = [ctx.job.mean(block) for block in blocks]
+        matrix = torch.cat(blocks, dim=1) / factor  # (K, N)
+        gram = matrix.double() @ matrix.double().T
+        self.last_gram, self.last_tasks = gram.detach(), tuple(order)
+        if not bool(torch.isfinite(gram).all()):  # overflow under AMP: the step is skipped
+            d, c = matrix.sum(0), torch.ones_like(stacked)
+        else:
+            features = grads.root.detach() if grads.root is not None else None
+            d, c = self.direction(Rows(matrix, features), stacked.detach(), index)
+        c = c.to(stacked.dtype)
+        self.coefficients[index] = c.detach().to(self.coefficients.dtype)
+        grads.apply_direction(d * factor, c, weighted=self.task_gradients == "weighted")
+        return self.report(order, c, stacked)
 
 
 def check_positive(name: str, value: float, allow_zero: bool = False) -> None:

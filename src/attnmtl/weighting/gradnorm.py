@@ -69,6 +69,7 @@ class GradNorm(GradientWeighting):
         update_every: update the weights every this many steps (the reused steps set no
             gradient on them).
         engine: ``batched`` or ``loop``.
+        log_losses: the method on the gradients of ``log L_k`` (see :class:`GradientWeighting`).
     """
 
     task_gradients = "weighted"
@@ -81,8 +82,11 @@ class GradNorm(GradientWeighting):
         mode: Mode = "parameters",
         update_every: int = 1,
         engine: Engine = "batched",
+        log_losses: bool = False,
     ) -> None:
-        super().__init__(tasks, mode=mode, update_every=update_every, engine=engine)
+        super().__init__(
+            tasks, mode=mode, update_every=update_every, engine=engine, log_losses=log_losses
+        )
         check_positive("alpha", alpha, allow_zero=True)
         self.alpha = float(alpha)
         self.weights = nn.ParameterList(nn.Parameter(torch.tensor(1.0)) for _ in self.tasks)

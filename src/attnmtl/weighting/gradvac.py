@@ -60,6 +60,8 @@ class GradVac(GradientWeighting):
     Args:
         tasks: names of all tasks, in order.
         beta: ``β``, the EMA rate of the targets (1e-2 in the paper; LibMTL's default is 0.5).
+        mode, update_every, engine, log_losses: see
+            :class:`~attnmtl.weighting.gradient.GradientWeighting`.
     """
 
     task_gradients = "raw"
@@ -72,8 +74,11 @@ class GradVac(GradientWeighting):
         mode: Mode = "parameters",
         update_every: int = 1,
         engine: Engine = "batched",
+        log_losses: bool = False,
     ) -> None:
-        super().__init__(tasks, mode=mode, update_every=update_every, engine=engine)
+        super().__init__(
+            tasks, mode=mode, update_every=update_every, engine=engine, log_losses=log_losses
+        )
         if isinstance(beta, bool) or not (math.isfinite(beta) and 0 < beta <= 1):
             raise ValueError(f"beta={beta!r}; expected a number in (0, 1]")
         self.beta = float(beta)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from attnmtl.weighting.base import StepContext
 from attnmtl.weighting.gradient import Engine, GradientWeighting, Mode
+from attnmtl.weighting.imtl_l import scaled_loss
 from attnmtl.weighting.registry import register_weighting
 
 Variant = Literal["g", "l", "hybrid"]
@@ -92,6 +93,8 @@ class IMTL(GradientWeighting):
     Args:
         tasks: names of all tasks, in order.
         variant: ``hybrid`` (IMTL, the paper's full method), ``g`` (IMTL-G) or ``l`` (IMTL-L).
+        mode, update_every, engine, log_losses: see
+            :class:`~attnmtl.weighting.gradient.GradientWeighting`.
     """
 
     task_gradients = "raw"
@@ -103,8 +106,11 @@ class IMTL(GradientWeighting):
         mode: Mode = "parameters",
         update_every: int = 1,
         engine: Engine = "batched",
+        log_losses: bool = False,
     ) -> None:
-        super().__init__(tasks, mode=mode, update_every=update_every, engine=engine)
+        super().__init__(
+            tasks, mode=mode, update_every=update_every, engine=engine, log_losses=log_losses
+        )
         if variant not in VARIANTS:
             raise ValueError(f"variant={variant!r}; expected one of: {', '.join(VARIANTS)}")
         self.variant: Variant = variant
@@ -132,8 +138,7 @@ class IMTL(GradientWeighting):
         stacked = torch.stack([losses[t] for t in order])  # (K,)
         factor = log_scale.detach().to(stacked.dtype).exp()  # e^{s_t}
         if self.variant == "l":
-            total = (log_scale.exp().to(stacked.dtype) * stacked - log_scale).sum()
-            ctx.scale(total).backward()
+            ctx.scale(scaled_loss(log_scale, stacked)).backward()
             return {t: factor[k] for k, t in enumerate(order)}
         scaled = factor * stacked
         alpha = super().backward({t: scaled[k] for k, t in enumerate(order)}, ctx)

@@ -51,6 +51,8 @@ class MGDA(GradientWeighting):
         mode: ``parameters`` or ``features`` (MGDA-UB).
         update_every: reuse the weights for this many steps (1: solve every step).
         engine: ``batched`` or ``loop`` (the naive reference).
+        log_losses: MGDA on the gradients of ``log L_k``, as FAMO's code runs it (see
+            :class:`~attnmtl.weighting.gradient.GradientWeighting`).
     """
 
     def __init__(
@@ -60,8 +62,11 @@ class MGDA(GradientWeighting):
         mode: Mode = "parameters",
         update_every: int = 1,
         engine: Engine = "batched",
+        log_losses: bool = False,
     ) -> None:
-        super().__init__(tasks, mode=mode, update_every=update_every, engine=engine)
+        super().__init__(
+            tasks, mode=mode, update_every=update_every, engine=engine, log_losses=log_losses
+        )
         if normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"normalization={normalization!r}; expected one of: {', '.join(NORMALIZATIONS)}"
@@ -99,5 +104,13 @@ class MGDAUB(MGDA):
         mode: Mode = "features",
         update_every: int = 1,
         engine: Engine = "batched",
+        log_losses: bool = False,
     ) -> None:
-        super().__init__(tasks, normalization, mode=mode, update_every=update_every, engine=engine)
+        super().__init__(
+            tasks,
+            normalization,
+            mode=mode,
+            update_every=update_every,
+            engine=engine,
+            log_losses=log_losses,
+        )

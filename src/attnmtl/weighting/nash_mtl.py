@@ -188,6 +188,7 @@ class NashMTL(GradientWeighting):
         mode: ``parameters`` or ``features`` (see :class:`GradientWeighting`).
         update_every: solve every this many steps (the official ``update_weights_every``).
         engine: ``batched`` or ``loop``.
+        log_losses: the method on the gradients of ``log L_k`` (see :class:`GradientWeighting`).
     """
 
     task_gradients = "weighted"
@@ -200,8 +201,11 @@ class NashMTL(GradientWeighting):
         mode: Mode = "parameters",
         update_every: int = 1,
         engine: Engine = "batched",
+        log_losses: bool = False,
     ) -> None:
-        super().__init__(tasks, mode=mode, update_every=update_every, engine=engine)
+        super().__init__(
+            tasks, mode=mode, update_every=update_every, engine=engine, log_losses=log_losses
+        )
         check_positive("max_norm", max_norm, allow_zero=True)
         if isinstance(optim_niter, bool) or not isinstance(optim_niter, int) or optim_niter < 1:
             raise ValueError(f"optim_niter={optim_niter!r}; expected an integer >= 1")

@@ -58,6 +58,8 @@ class PCGrad(GradientWeighting):
 
     Args:
         tasks: names of all tasks, in order.
+        mode, update_every, engine, log_losses: see
+            :class:`~attnmtl.weighting.gradient.GradientWeighting`.
     """
 
     def combine(self, gram: Tensor, losses: Tensor, index: list[int]) -> Tensor:

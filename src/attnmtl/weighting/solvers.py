@@ -101,3 +101,19 @@ def min_norm(gram: Tensor, tol: float = 1e-12, max_iter: int | None = None) -> T
             w = w * support
             w = w / w.sum()
     return w
+
+
+def simplex_projection(v: Tensor) -> Tensor:
+    """The Euclidean projection of ``v`` (K,) onto the simplex ``{w >= 0, Σ w = 1}``.
+
+    The sort-based algorithm (Held, Wolfe & Crowder 1974; Duchi et al., ICML 2008): with ``u``
+    the entries sorted in decreasing order and ``ρ`` the largest ``j`` with
+    ``u_j > (Σ_{i<=j} u_i − 1)/j``, the projection is ``max(v − θ, 0)`` for
+    ``θ = (Σ_{i<=ρ} u_i − 1)/ρ``.
+    """
+    u = v.sort(descending=True).values
+    cumulative = u.cumsum(0) - 1
+    ranks = torch.arange(1, len(v) + 1, dtype=v.dtype, device=v.device)
+    rho = int((u > cumulative / ranks).nonzero().max()) + 1
+    theta = cumulative[rho - 1] / rho
+    return (v - theta).clamp_min(0)

@@ -37,25 +37,28 @@ RIDGE = 1e-12
 TOL = 1e-12
 
 
-def cone_projection(gram: Tensor, guess: Tensor) -> Tensor:
-    """Multipliers ``λ`` (K, K) of every row's projection onto ``{d : G d >= 0}``.
+def cone_projection(gram: Tensor, guess: Tensor, b: Tensor | None = None) -> Tensor:
+    """Multipliers ``λ`` (P, K) of P projections onto ``{d : G d >= 0}``.
 
-    Row i: ``π(g_i) = g_i + Gᵀλ_i``, ``λ_i = argmin_{λ>=0} ‖g_i + Gᵀλ‖²``.
+    Problem p projects ``x_p = Gᵀu_p``: ``π(x_p) = x_p + Gᵀλ_p``,
+    ``λ_p = argmin_{λ>=0} ‖x_p + Gᵀλ‖²``. By default the K rows themselves (``u_p = e_p``).
 
     Args:
         gram: ``M`` (K, K), float64, with a unit diagonal (including :data:`RIDGE`).
-        guess: the first guess of each row's tight constraints (K, K), bool.
+        guess: the first guess of each problem's tight constraints (P, K), bool.
+        b: ``G x_p = M u_p`` (P, K); None: ``M`` (the rows).
     """
+    b = gram if b is None else b
     eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     active = guess
     for _ in range(max(4, gram.shape[0])):
-        lam = -_tight_solve_e(gram, eye, gram, active)
-        slack = torch.addmm(gram, lam, gram)  # ⟨g_j, π(g_i)⟩
+        lam = -_tight_solve_e(gram, eye, b, active)
+        slack = torch.addmm(b, lam, gram)  # ⟨g_j, π(x_p)⟩
         update = torch.where(active, lam > TOL, slack < -TOL)
         if torch.equal(update, active):
             return lam.clamp_min(0)
         active = update
-    return _path(gram, gram, 0.0, None)
+    return _path(gram, b, 0.0, None)
 
 
 def ball_projection(gram: Tensor, b: Tensor, guess: Tensor, floor: float, radius2: float) -> Tensor:
@@ -93,6 +96,17 @@ def ball_projection(gram: Tensor, b: Tensor, guess: Tensor, floor: float, radius
             return lam[0].clamp_min(0)
         active = update
     return _path(gram, b, floor, torch.tensor([radius2], dtype=gram.dtype))[0]
+
+
+def unit_gram(gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``‖g_k‖`` (K,), ``1/‖g_k‖`` (0 for a zero gradient) and the Gram matrix of the unit
+    gradients with ``1 + RIDGE`` on its diagonal (a dummy 1 for a zero gradient, which then
+    constrains nothing)."""
+    norm = gram.diagonal().clamp_min(0).sqrt()
+    inv = norm.reciprocal().nan_to_num(posinf=0.0)
+    unit = gram * inv[:, None] * inv[None, :]
+    unit.diagonal().fill_(1 + RIDGE)
+    return norm, inv, unit
 
 
 def _tight_solve(gram: Tensor, eye: Tensor, b: Tensor, active: Tensor) -> Tensor:
@@ -183,7 +197,8 @@ class UPGrad(GradientWeighting):
         weights: ``w``, one non-negative weight per task (not all zero), combining the
             projections; the tasks present in a batch use theirs as given (no renormalisation).
             None (default): ``1/K`` for each of the K tasks present.
-        mode, update_every, engine: see :class:`~attnmtl.weighting.gradient.GradientWeighting`.
+        mode, update_every, engine, log_losses: see
+            :class:`~attnmtl.weighting.gradient.GradientWeighting`.
     """
 
     preference: Tensor
@@ -195,8 +210,11 @@ class UPGrad(GradientWeighting):
         mode: Mode = "parameters",
         update_every: int = 1,
         engine: Engine = "batched",
+        log_losses: bool = False,
     ) -> None:
-        super().__init__(tasks, mode=mode, update_every=update_every, engine=engine)
+        super().__init__(
+            tasks, mode=mode, update_every=update_every, engine=engine, log_losses=log_losses
+        )
         k = len(self.tasks)
         if weights is not None:
             values = [float(w) for w in weights]
@@ -220,10 +238,7 @@ class UPGrad(GradientWeighting):
             w = self.preference[index].to(gram.dtype)
         if not bool((gram < 0).any()):  # no conflict: every g_i is in the cone
             return w
-        norm = gram.diagonal().clamp_min(0).sqrt()  # (K,)
-        inv = norm.reciprocal().nan_to_num(posinf=0.0)  # zero gradients: 0
-        unit = gram * inv[:, None] * inv[None, :]  # Gram of the unit gradients (zero: 0)
-        unit.diagonal().fill_(1 + RIDGE)  # zero gradients: a dummy 1, never constrained
+        norm, inv, unit = unit_gram(gram)
         lam = cone_projection(unit, unit < 0)  # (K, K): row i for g_i
         # π(g_i) = ‖g_i‖ π(ĝ_i) = g_i + Σ_j ‖g_i‖ λ_ij / ‖g_j‖ g_j
         return w + (w * norm) @ (lam * inv[None, :])
