@@ -4,32 +4,47 @@ Build by name: ``create_model("seed_attn_rnn", input_dim=1, output_dim=10)``.
 """
 
 from attnmtl.core.output import MultiTaskOutput
+from attnmtl.models.adatt import AdaTT
+from attnmtl.models.aitm import AITM, InformationTransfer
 from attnmtl.models.attention_mtl import AttentionMTL
 from attnmtl.models.base import MultiTaskModel, make_head, unique_parameters
 from attnmtl.models.cross_stitch import CrossStitch, CrossStitchUnit
+from attnmtl.models.dselect_k import DSelectGate, DSelectK
 from attnmtl.models.encoder import ModuleEncoder, SharedEncoder, build_encoder
+from attnmtl.models.experts import ExpertModel
 from attnmtl.models.fusion import AttentionFusionMTL, FusionAttention
 from attnmtl.models.hard_sharing import HardSharing
 from attnmtl.models.mmoe import MMoE
 from attnmtl.models.mtan import MTAN, MTANTrace
+from attnmtl.models.omoe import OMoE
+from attnmtl.models.ple import CGC, PLE
 from attnmtl.models.registry import MODELS, create_model, list_models, register_model
 from attnmtl.models.seed import SEED_TASKS, SeedAttnRNN, SeedAttnTransferMTL
 
 __all__ = [
+    "AITM",
+    "CGC",
     "MODELS",
     "MTAN",
+    "PLE",
     "SEED_TASKS",
+    "AdaTT",
     "AttentionFusionMTL",
     "AttentionMTL",
     "CrossStitch",
     "CrossStitchUnit",
+    "DSelectGate",
+    "DSelectK",
+    "ExpertModel",
     "FusionAttention",
     "HardSharing",
+    "InformationTransfer",
     "MMoE",
     "MTANTrace",
     "ModuleEncoder",
     "MultiTaskModel",
     "MultiTaskOutput",
+    "OMoE",
     "SeedAttnRNN",
     "SeedAttnTransferMTL",
     "SharedEncoder",

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -57,6 +57,8 @@ class AttentionExamples:
         labels: task → one text per example ("-" where the example is not labelled).
         preds: task → one text per example.
         fusion: an attention-fusion model's weights over its sources (N, T, K), or None.
+        gate_labels: task → a name per gated item, from the model's ``gate_labels(task)``
+            where it has one (PLE: its task's and the shared experts); "expert e" otherwise.
     """
 
     layout: str
@@ -67,6 +69,7 @@ class AttentionExamples:
     labels: dict[str, list[str]]
     preds: dict[str, list[str]]
     fusion: np.ndarray | None = None
+    gate_labels: dict[str, list[str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
@@ -92,6 +95,15 @@ def is_gated(model: nn.Module) -> bool:
     """True when the model's attention is a gate over experts rather than over the input
     (the model declares it: :attr:`~attnmtl.models.MultiTaskModel.gated`)."""
     return bool(getattr(model, "gated", False))
+
+
+def gate_labels(model: nn.Module, attention: Mapping[str, Tensor]) -> dict[str, list[str]]:
+    """task → the names of the items its gate weighs, where the model names them."""
+    name_of = getattr(model, "gate_labels", None)
+    if not callable(name_of):
+        return {}
+    labels = {task: list(name_of(task)) for task in attention}
+    return {t: names for t, names in labels.items() if len(names) == attention[t].shape[-1]}
 
 
 def _text(value: Tensor) -> str:
@@ -162,6 +174,7 @@ def collect_attention(
             if "fusion" in output.extras
             else None
         ),
+        gate_labels=gate_labels(model, output.attention) if is_gated(model) else {},
     )
 
 
@@ -266,7 +279,8 @@ def _gate_figure(examples: AttentionExamples, task: str) -> Figure:
     for i in range(count):
         positions = np.arange(experts) + (i - (count - 1) / 2) * width
         ax.bar(positions, weights[i], width=width, label=_title(examples, task, i))
-    ax.set_xticks(np.arange(experts), [f"expert {e}" for e in range(experts)])
+    names = examples.gate_labels.get(task) or [f"expert {e}" for e in range(experts)]
+    ax.set_xticks(np.arange(experts), names, rotation=30 if experts > 6 else 0)
     ax.set_ylim(0, 1)
     ax.set_ylabel("gate weight")
     ax.set_title(f"{task}: gate over experts")
