@@ -374,9 +374,40 @@ def bench_weighting(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write results here.")
     ] = None,
+    params: Annotated[
+        int | None,
+        typer.Option(
+            min=1000,
+            help="Scale the shared MLP to about this many parameters and measure peak memory "
+            "per engine instead (each variant in its own process; --methods, first --tasks).",
+        ),
+    ] = None,
+    depth: Annotated[int, typer.Option(min=1, help="Hidden layers with --params.")] = 4,
+    engines: Annotated[
+        str, typer.Option(help="Engines measured with --params.")
+    ] = "batched,gramian,loop",
 ) -> None:
     """ms per training step of every gradient method and mode, and its ratio to equal
-    weighting, on the reference MLP (64→256→256, T heads, batch 256, Adam)."""
+    weighting, on the reference MLP (64→256→256, T heads, batch 256, Adam); with --params,
+    the peak memory of each engine on the MLP scaled up."""
+    if params is not None:
+        from attnmtl.bench.weighting import memory, render_memory
+
+        chosen = [m.strip() for m in (methods or "upgrad").split(",") if m.strip()]
+        scaled = memory(
+            params,
+            depth=depth,
+            count=_int_list(tasks, "--tasks")[-1],
+            methods=chosen,
+            engines=[e.strip() for e in engines.split(",") if e.strip()],
+            batch_size=batch_size,
+            threads=threads,
+            log=err_console.log,
+        )
+        console.print(render_memory(scaled))
+        if json_path is not None:
+            _write_json(json_path, scaled)
+        return
     from attnmtl.bench.weighting import render, run
 
     results = run(

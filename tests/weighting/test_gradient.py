@@ -133,7 +133,7 @@ def assert_grads_equal(got, want):
 
 
 @pytest.mark.parametrize("model_name", ["hard_sharing", "attention_mtl"])
-@pytest.mark.parametrize("engine", ["batched", "loop"])
+@pytest.mark.parametrize("engine", ["batched", "loop", "gramian"])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_parameters_mode_gram_and_update_match_one_task_at_a_time(model_name, engine, weighted):
     model = make_model(model_name)

@@ -77,6 +77,7 @@ def test_every_method_of_the_issue_is_registered():
         "db_mtl",
         "graddrop",
         "excess_mtl",
+        "per_group",
     }
     assert wanted <= set(METHODS)
     assert ("moco", "features") not in RUNS and ("graddrop", "features") in RUNS

@@ -15,9 +15,14 @@ to equal weighting's median from the same rounds.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
+import resource
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,15 +40,19 @@ MODES = ("parameters", "features")
 
 
 class ReferenceMTL(MultiTaskModel):
-    """MLP 64→256→256 (ReLU) shared by T linear heads to 10 classes."""
+    """MLP 64→256→256 (ReLU) shared by T linear heads to 10 classes (``depth`` hidden layers
+    of width ``hidden``; 2 × 256 by default)."""
 
     splits_features = True
 
-    def __init__(self, tasks: Sequence[Task], input_dim: int = 64, hidden: int = 256) -> None:
+    def __init__(
+        self, tasks: Sequence[Task], input_dim: int = 64, hidden: int = 256, depth: int = 2
+    ) -> None:
         super().__init__(tasks)
-        self.encoder = nn.Sequential(
-            nn.Linear(input_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
-        )
+        layers: list[nn.Module] = [nn.Linear(input_dim, hidden), nn.ReLU()]
+        for _ in range(depth - 1):
+            layers += [nn.Linear(hidden, hidden), nn.ReLU()]
+        self.encoder = nn.Sequential(*layers)
         self.heads = nn.ModuleDict({t.name: nn.Linear(hidden, t.out_dim) for t in tasks})
 
     def task_modules(self, task: str) -> list[nn.Module]:
@@ -87,7 +96,7 @@ class Variant:
         model, weighting = self.model, self.weighting
         self.optimizer.zero_grad(set_to_none=True)
         cut = model.split_features() if weighting.wants_split() else contextlib.nullcontext()
-        with cut as split:
+        with cut as split, weighting.capture(model):
             out = model(x)
         losses = {
             t: nn.functional.cross_entropy(out.preds[t], labels[k]) for k, t in enumerate(tasks)
@@ -200,4 +209,123 @@ def render(results: dict[str, dict[str, dict[str, float]]]) -> Table:
                 "" if naive_ms is None else f"{entry['naive_ratio_to_ew']:.2f}",
             )
             count = ""
+    return table
+
+
+def width_for(params: int, depth: int, input_dim: int = 64) -> int:
+    """The hidden width W whose ``depth``-layer encoder has about ``params`` parameters:
+    ``(input_dim + 1) W + (depth − 1)(W + 1) W``."""
+    if depth < 1 or params < 1:
+        raise ValueError(f"params={params!r}, depth={depth!r}; expected both >= 1")
+    a, b = depth - 1, input_dim + 1 + (depth - 1)
+    if a == 0:
+        return max(1, round(params / b))
+    return max(1, round((-b + math.sqrt(b * b + 4 * a * params)) / (2 * a)))
+
+
+def measure(
+    method: str,
+    engine: str,
+    count: int,
+    width: int,
+    depth: int,
+    batch_size: int,
+    steps: int,
+    threads: int,
+) -> dict[str, float]:
+    """Peak resident memory and median step time of one variant, in this process.
+
+    Meant to run alone in a fresh process (:func:`memory`): the peak is the process's.
+    SGD, so no optimizer state adds to what the engines need.
+    """
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    tasks = [Task(f"t{i}", "multiclass", 10) for i in range(count)]
+    model = ReferenceMTL(tasks, hidden=width, depth=depth)
+    options = {} if method == "equal" else {"engine": engine}
+    weighting = create_weighting(method, [t.name for t in tasks], **options)
+    variant = Variant(method, model, weighting, torch.optim.SGD(model.parameters(), lr=1e-3))
+    x = torch.randn(batch_size, 64)
+    labels = torch.randint(0, 10, (count, batch_size))
+    names = [t.name for t in tasks]
+    times = []
+    for index in range(steps + 1):
+        start = time.perf_counter()
+        variant.step(x, labels, names, index)
+        times.append((time.perf_counter() - start) * 1e3)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # bytes (Linux: KiB)
+    shared = sum(p.numel() for p in model.shared_parameters())
+    return {"peak_bytes": float(peak), "ms": statistics.median(times[1:]), "shared": shared}
+
+
+def memory(
+    params: int,
+    depth: int = 4,
+    count: int = 8,
+    methods: Sequence[str] = ("upgrad",),
+    engines: Sequence[str] = ("batched", "gramian", "loop"),
+    batch_size: int = 256,
+    steps: int = 3,
+    threads: int = 2,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Peak memory of each method × engine on the reference MLP scaled to ``params`` shared
+    parameters, each variant in a fresh process, against equal weighting's (a plain backward).
+
+    Returns:
+        ``{"params", "depth", "width", "tasks", "param_bytes", "equal": {...},
+        "<method> (<engine>)": {"peak_bytes", "ms", "extra_bytes", "extra_over_params"}}``:
+        ``extra`` is the peak above equal weighting's, and ``extra_over_params`` that over the
+        shared parameters' own memory (float32).
+    """
+    width = width_for(params, depth)
+    variants = [("equal", "batched")] + [(m, e) for m in methods for e in engines]
+    results: dict[str, Any] = {"depth": depth, "width": width, "tasks": count}
+    for method, engine in variants:
+        args = [method, engine, count, width, depth, batch_size, steps, threads]
+        code = (
+            "import json, sys; from attnmtl.bench.weighting import measure; "
+            f"print(json.dumps(measure(*{args!r})))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"{method} ({engine}) failed: {last}")
+        entry = json.loads(done.stdout.strip().splitlines()[-1])
+        key = "equal" if method == "equal" else f"{method} ({engine})"
+        results[key] = entry
+        if log is not None:
+            log(f"{key}: peak {entry['peak_bytes'] / 2**20:.0f} MiB, {entry['ms']:.0f} ms/step")
+    shared = int(results["equal"]["shared"])
+    results["params"], results["param_bytes"] = shared, 4 * shared
+    base = results["equal"]["peak_bytes"]
+    for key, entry in results.items():
+        if isinstance(entry, dict) and key != "equal":
+            entry["extra_bytes"] = entry["peak_bytes"] - base
+            entry["extra_over_params"] = entry["extra_bytes"] / (4 * shared)
+    return results
+
+
+def render_memory(results: Mapping[str, Any]) -> Table:
+    """One row per variant: peak memory, memory above equal weighting, × parameter memory."""
+    title = (
+        f"Peak memory at {results['params']:,} shared parameters "
+        f"({results['depth']} layers of {results['width']}), T = {results['tasks']}"
+    )
+    table = Table(title=title)
+    for column in ("variant", "peak MiB", "above EW MiB", "above EW / params", "ms/step"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for key, entry in results.items():
+        if not isinstance(entry, dict):
+            continue
+        extra = entry.get("extra_bytes")
+        table.add_row(
+            key,
+            f"{entry['peak_bytes'] / 2**20:.0f}",
+            "" if extra is None else f"{extra / 2**20:.0f}",
+            "" if extra is None else f"{entry['extra_over_params']:.2f}",
+            f"{entry['ms']:.0f}",
+        )
     return table

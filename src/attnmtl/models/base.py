@@ -153,3 +153,13 @@ class MultiTaskModel(nn.Module):
         """Trainable parameters that no single task owns (the shared encoder, ...)."""
         owned = {id(p) for t in self.tasks for p in self.task_parameters(t)}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in owned]
+
+    def shared_groups(self) -> list[list[int]]:
+        """The shared parameters (positions in :meth:`shared_parameters`) grouped by the module
+        that holds them: one group per layer (a weight and its bias together), in order."""
+        where = {id(p): i for i, p in enumerate(self.shared_parameters())}
+        groups: dict[str, list[int]] = {}
+        for name, param in self.named_parameters():
+            if id(param) in where:
+                groups.setdefault(name.rpartition(".")[0], []).append(where[id(param)])
+        return list(groups.values())

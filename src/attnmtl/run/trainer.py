@@ -212,6 +212,7 @@ class Trainer:
         )
         self.shuffle = torch.Generator().manual_seed(train.seed)
         self.shared = list(model.shared_parameters())  # type: ignore[operator]
+        self.shared_groups = model.shared_groups()  # type: ignore[operator]
         self.task_params = {t: list(model.task_parameters(t)) for t in self.tasks}  # type: ignore[operator]
         # Gradient-based strategies take per-task gradients at the shared representation from
         # one backward pass when the model cuts it per task (FeatureSplit).
@@ -371,7 +372,7 @@ class Trainer:
         )
         if self.transfer is not None:
             self.transfer.begin()
-        with split as cut, self.autocast():
+        with split as cut, self.weighting.capture(self.model), self.autocast():
             output = self.model(batch.inputs, batch.lengths)
             losses = task_losses(output, batch, self.tasks, present_counts)
             terms = self.transfer(output, batch) if self.transfer is not None else {}
@@ -404,6 +405,7 @@ class Trainer:
             self.task_params,
             cut,
             self.dist,
+            self.shared_groups,
         )
         weights = self.weighting.backward(losses, ctx)
         self.average_gradients()

@@ -58,6 +58,7 @@ __all__ = [
     "MoCo",
     "NashMTL",
     "PCGrad",
+    "PerGroup",
     "RandomLossWeighting",
     "RowWeighting",
     "ScaleInvariantWeighting",
@@ -79,4 +80,5 @@ from attnmtl.weighting.fairgrad import FairGrad
 from attnmtl.weighting.graddrop import GradDrop
 from attnmtl.weighting.imtl_l import IMTLL
 from attnmtl.weighting.moco import MoCo
+from attnmtl.weighting.per_group import PerGroup
 from attnmtl.weighting.stch import STCH

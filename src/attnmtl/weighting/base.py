@@ -11,8 +11,10 @@ and switches on method names; that is what this interface replaces).
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -92,6 +94,9 @@ class StepContext:
         job: the torchrun job (:class:`~attnmtl.core.distributed.Distributed`) whose processes
             share the step, or None in one process: gradient methods reduce their Gram matrix
             over it and random draws are agreed on it.
+        groups: the shared parameters grouped by layer (positions in ``shared_parameters``;
+            :meth:`~attnmtl.models.base.MultiTaskModel.shared_groups`), for strategies that
+            solve per layer (``per_group``); None when not known.
     """
 
     shared_parameters: Sequence[nn.Parameter]
@@ -102,6 +107,7 @@ class StepContext:
     task_parameters: Mapping[str, Sequence[nn.Parameter]] = field(default_factory=dict)
     split: FeatureSplit | None = None
     job: Distributed | None = None
+    groups: Sequence[Sequence[int]] | None = None
 
     @classmethod
     def from_model(
@@ -114,8 +120,9 @@ class StepContext:
         split: FeatureSplit | None = None,
         job: Distributed | None = None,
     ) -> StepContext:
-        """The context of one step of ``model``, with nothing left out: its shared parameters,
-        every task's own parameters and ``output``'s shared representation."""
+        """The context of one step of ``model``, with nothing left out: its shared parameters
+        (and their layers), every task's own parameters and ``output``'s shared
+        representation."""
         return cls(
             model.shared_parameters(),
             output.features,
@@ -125,6 +132,7 @@ class StepContext:
             {t: model.task_parameters(t) for t in model.tasks},
             split,
             job,
+            model.shared_groups(),
         )
 
 
@@ -238,6 +246,12 @@ class Weighting(nn.Module, ABC):
                 f"{missing}, so they would never learn; build it over "
                 "[*model.parameters(), *weighting.parameters()]"
             )
+
+    def capture(self, model: nn.Module) -> AbstractContextManager[object]:
+        """A context the forward pass runs in, for strategies that record something of it
+        (the ``gramian`` engine: each shared Linear layer's input and output); a no-op by
+        default. The trainer enters it around every training forward pass."""
+        return contextlib.nullcontext()
 
     def gradient_stats(self) -> GradientStats | None:
         """The per-task gradients' norms and pairwise cosines at the last step, where the
