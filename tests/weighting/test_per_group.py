@@ -96,7 +96,7 @@ def test_layer_groups_need_the_models_layers():
     model, out, losses = model_and_losses()
     ctx = StepContext.from_model(model, out, 0, 0)
     ctx.groups = None
-    with pytest.raises(ValueError, match="needs the model's layers in StepContext.groups"):
+    with pytest.raises(ValueError, match=r"needs the model's layers in StepContext\.groups"):
         create_weighting("per_group", NAMES).backward(losses, ctx)
 
 
