@@ -58,3 +58,41 @@ def test_cli_writes_the_json(tmp_path, capsys):
     assert set(data["2"]) == {"equal", "mgda:features"}
     assert set(data["2"]["mgda:features"]) == {"ms", "ratio_to_ew"}
     assert "mgda:features" in capsys.readouterr().out
+
+
+def test_every_method_runs_in_every_mode_it_admits():
+    """The benchmark covers every gradient method (GradNorm's after_step included); methods
+    whose buffers hold parameter gradients have no features row."""
+    results = run(task_counts=(2,), batch_size=8, rounds=1, steps=2, warmup=0, threads=None)
+    keys = set(results["2"])
+    for method in gradient_methods():
+        assert method in keys
+    assert "graddrop:features" in keys and "moco:features" not in keys
+    assert "per_group:features" not in keys and "db_mtl:features" not in keys
+
+
+def test_scaled_memory_bench_runs_each_engine_in_its_own_process():
+    from attnmtl.bench.weighting import memory, render_memory, width_for
+
+    assert width_for(10_000_000, 4) == 1814  # 65·W + 3·(W + 1)·W ≈ 10M
+    results = memory(
+        20_000,
+        depth=2,
+        count=2,
+        methods=["mgda"],
+        engines=["batched", "gramian"],
+        batch_size=8,
+        steps=1,
+        threads=1,
+    )
+    assert results["params"] == sum(
+        p.numel()
+        for p in ReferenceMTL([Task("a", "binary")], hidden=results["width"]).encoder.parameters()
+    )
+    for key in ("mgda (batched)", "mgda (gramian)"):
+        entry = results[key]
+        assert entry["extra_bytes"] == entry["peak_bytes"] - results["equal"]["peak_bytes"]
+        assert entry["extra_over_params"] == pytest.approx(
+            entry["extra_bytes"] / (4 * results["params"])
+        )
+    assert render_memory(results).row_count == 3

@@ -77,7 +77,8 @@ def gradient_methods() -> list[str]:
 class Variant:
     """One strategy × mode × engine, with its own copy of the model and optimizer.
 
-    The shared and per-task parameter lists are taken once, as the trainer does.
+    The shared and per-task parameter lists (and the shared layers) are taken once, as the
+    trainer does.
     """
 
     key: str
@@ -86,9 +87,11 @@ class Variant:
     optimizer: torch.optim.Optimizer
     shared: list[nn.Parameter] = field(default_factory=list)
     owned: dict[str, list[nn.Parameter]] = field(default_factory=dict)
+    groups: list[list[int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.shared = self.model.shared_parameters()
+        self.groups = self.model.shared_groups()
         self.owned = {t: self.model.task_parameters(t) for t in self.model.tasks}
 
     def step(self, x: Tensor, labels: Tensor, tasks: Sequence[str], index: int) -> None:
@@ -102,10 +105,25 @@ class Variant:
             t: nn.functional.cross_entropy(out.preds[t], labels[k]) for k, t in enumerate(tasks)
         }
         ctx = StepContext(
-            self.shared, out.features, index, 0, task_parameters=self.owned, split=split
+            self.shared,
+            out.features,
+            index,
+            0,
+            task_parameters=self.owned,
+            split=split,
+            groups=self.groups,
         )
         weighting.backward(losses, ctx)
         self.optimizer.step()
+
+        def recompute() -> dict[str, Tensor]:
+            with torch.no_grad():
+                again = model(x).preds
+            return {
+                t: nn.functional.cross_entropy(again[t], labels[k]) for k, t in enumerate(tasks)
+            }
+
+        weighting.after_step(recompute)  # (GradNorm's update; only FAMO would recompute)
 
 
 def make_variant(
