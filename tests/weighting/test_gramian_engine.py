@@ -109,3 +109,12 @@ def test_captured_linear_layers_never_form_their_weight_gradients_whole(monkeypa
     assert [tuple(c) for c in chunks] == [(3, 3, 5), (3, 3, 5), (3, 2, 5)] + [(3, 1, 8)] * 6
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-7)
+
+
+def test_the_scale_benchmark_script_agrees_on_a_small_model():
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).parents[2] / "benchmarks" / "gramian_update.py"
+    compare = runpy.run_path(str(script))["compare"]
+    assert compare(20_000, 3, depth=3, batch=16, method="mgda") < 1e-5

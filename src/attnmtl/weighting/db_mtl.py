@@ -69,8 +69,11 @@ class DBMTL(RowWeighting):
         rate = self.beta / float(self.steps) ** self.beta_sigma
         idx = torch.tensor(index, device=grads.device)
         averages = self.row_buffer("averages", grads)
-        mean = grads + rate * (averages[idx] - grads)
-        averages[idx] = mean
+        if index == list(range(len(self.tasks))):  # every task: in place
+            mean = averages.lerp_(grads, 1 - rate)  # g + β_t (ĝ − g)
+        else:
+            mean = averages[idx].lerp_(grads, 1 - rate)
+            averages[idx] = mean
         norms = mean.norm(dim=1)
         alpha = norms.max() / (norms + 1e-8)
         return alpha @ mean, alpha.to(losses.dtype)

@@ -76,8 +76,14 @@ class ExcessMTL(RowWeighting):
         """``E_k`` (K,) after accumulating this step's squared gradients (K, N)."""
         idx = torch.tensor(index, device=grads.device)
         squares = self.row_buffer("squares", grads)
-        squares[idx] += grads.square()
-        return (grads.square() / (squares[idx] + 1e-7).sqrt()).sum(1).double()
+        square = grads.square()
+        if index == list(range(len(self.tasks))):  # every task: in place
+            squares.add_(square)
+            total = squares
+        else:
+            total = squares[idx] + square
+            squares[idx] = total
+        return square.div_(total.add(1e-7).sqrt_()).sum(1).double()
 
     def direction(self, rows: Rows, losses: Tensor, index: list[int]) -> tuple[Tensor, Tensor]:
         """Estimate the excess risks, step the weights, ``d = Σ_k w_k g_k``."""

@@ -106,14 +106,7 @@ class TaskGradients:
         """
         if self.lazy is not None:
             return self.lazy.gram(None)
-        k = self.blocks[0].shape[0]
-        gram = torch.zeros(k, k, dtype=torch.float64, device=self.blocks[0].device)
-        step = max(1, CHUNK_ENTRIES // k)
-        for block in self.blocks:  # in column chunks: no float64 copy of a whole block
-            for start in range(0, block.shape[1], step):
-                rows = block[:, start : start + step].double()
-                gram += rows @ rows.T
-        return gram
+        return gram_of(self.blocks)
 
     def apply(self, coefficients: Tensor, weighted: bool) -> None:
         """Write ``cᵀG`` to the shared side and each task's gradient to its own parameters."""
@@ -282,6 +275,19 @@ def layer_groups(ctx: StepContext) -> list[list[nn.Parameter]]:
     if ctx.groups is None:
         return [[p] for p in shared]
     return [[shared[i] for i in group] for group in ctx.groups if len(group)]
+
+
+def gram_of(blocks: Sequence[Tensor]) -> Tensor:
+    """``Σ_b B_b B_bᵀ`` (K, K) in float64 over blocks (K, n_b), each copied to float64 a chunk
+    of :data:`CHUNK_ENTRIES` at a time (never a float64 copy of a whole block)."""
+    k = blocks[0].shape[0]
+    gram = torch.zeros(k, k, dtype=torch.float64, device=blocks[0].device)
+    step = max(1, CHUNK_ENTRIES // k)
+    for block in blocks:
+        for start in range(0, block.shape[1], step):
+            rows = block[:, start : start + step].double()
+            gram += rows @ rows.T
+    return gram
 
 
 def global_gram(grads: TaskGradients, job: Distributed | None) -> Tensor:
@@ -772,8 +778,10 @@ class RowWeighting(GradientBased):
         blocks = grads.blocks
         if ctx.job is not None and grads.root is None:
             blocks = [ctx.job.mean(block) for block in blocks]
-        matrix = torch.cat(blocks, dim=1) / factor  # (K, N)
-        gram = matrix.double() @ matrix.double().T
+        matrix = torch.cat(blocks, dim=1)  # (K, N)
+        if float(factor) != 1.0:
+            matrix /= factor
+        gram = gram_of([matrix])
         self.last_gram, self.last_tasks = gram.detach(), tuple(order)
         if not bool(torch.isfinite(gram).all()):  # overflow under AMP: the step is skipped
             d, c = matrix.sum(0), torch.ones_like(stacked)

@@ -10,7 +10,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from attnmtl.weighting.gradient import Engine, Mode, Rows, RowWeighting, check_positive
+from attnmtl.weighting.gradient import (
+    Engine,
+    Mode,
+    Rows,
+    RowWeighting,
+    check_positive,
+    gram_of,
+)
 from attnmtl.weighting.registry import register_weighting
 from attnmtl.weighting.solvers import simplex_projection
 
@@ -100,12 +107,15 @@ class MoCo(RowWeighting):
         t = float(self.steps)
         idx = torch.tensor(index, device=grads.device)
         tracked = self.row_buffer("tracked", grads)
-        y = tracked[idx]
-        y = y - self.beta / t**self.beta_sigma * (y - grads)
-        tracked[idx] = y
+        rate = self.beta / t**self.beta_sigma
+        if index == list(range(len(self.tasks))):  # every task: update the buffer in place
+            y = tracked.lerp_(grads, rate)  # y − β_t (y − g)
+        else:
+            y = tracked[idx].lerp_(grads, rate)
+            tracked[idx] = y
         old = self.lambdas[idx]
         lam = old / old.sum() if float(old.sum()) > 0 else torch.full_like(old, 1 / len(index))
-        yy = y.double() @ y.double().T
+        yy = gram_of([y])
         yy.diagonal().add_(self.rho)
         lam = simplex_projection(lam - self.gamma / t**self.gamma_sigma * (yy @ lam))
         self.lambdas[idx] = keep_mass(old, lam)
