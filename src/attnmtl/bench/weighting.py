@@ -112,6 +112,13 @@ class Variant:
             task_parameters=self.owned,
             split=split,
             groups=self.groups,
+            parts=lambda n: [
+                {
+                    t: nn.functional.cross_entropy(out.preds[t][i::n], labels[k][i::n])
+                    for k, t in enumerate(tasks)
+                }
+                for i in range(n)
+            ],
         )
         weighting.backward(losses, ctx)
         self.optimizer.step()

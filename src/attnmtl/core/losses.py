@@ -52,3 +52,29 @@ def task_losses(
             pred, target = pred[rows], target[rows]  # (N, ...)
         losses[name] = task.compute_loss(pred, target)
     return losses
+
+
+def part_losses(
+    output: MultiTaskOutput, batch: Batch, tasks: Mapping[str, Task], parts: int
+) -> list[dict[str, Tensor]]:
+    """The task losses of ``parts`` disjoint parts of the batch (samples ``i, i + parts, ...``
+    form part i), from the one forward pass: independent estimates of each task's loss, for
+    methods that need more than one (MoDo, SDMGrad). A task with no labelled sample in a part
+    is absent from that part's dict, as in :func:`task_losses`.
+    """
+    if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
+        raise ValueError(f"parts={parts!r}; expected an integer >= 1")
+    size = len(batch)
+    if size < parts:
+        raise ValueError(f"a batch of {size} samples cannot be split into {parts} parts")
+    rows = torch.arange(size, device=batch.label_mask[next(iter(tasks))].device) % parts
+    chosen = [[batch.label_mask[name] & (rows == i) for name in tasks] for i in range(parts)]
+    counts = torch.stack([m.sum() for part in chosen for m in part]).tolist()  # one sync
+    out: list[dict[str, Tensor]] = []
+    for i, part in enumerate(chosen):
+        losses: dict[str, Tensor] = {}
+        for k, ((name, task), mask) in enumerate(zip(tasks.items(), part, strict=True)):
+            if counts[i * len(tasks) + k]:
+                losses[name] = task.compute_loss(output.preds[name][mask], batch.labels[name][mask])
+        out.append(losses)
+    return out

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from attnmtl.core.distributed import current as current_job
 from attnmtl.core.io import write_json_atomic
-from attnmtl.core.losses import label_counts, task_losses
+from attnmtl.core.losses import label_counts, part_losses, task_losses
 from attnmtl.core.tasks import Task
 from attnmtl.data import Batch, DataSplits
 from attnmtl.data.dataset import batch_indices
@@ -406,6 +406,7 @@ class Trainer:
             cut,
             self.dist,
             self.shared_groups,
+            lambda n: part_losses(output, batch, self.tasks, n),
         )
         weights = self.weighting.backward(losses, ctx)
         self.average_gradients()

@@ -12,7 +12,12 @@ from attnmtl.weighting.dwa import DynamicWeightAverage
 from attnmtl.weighting.equal import EqualWeighting
 from attnmtl.weighting.famo import FAMO
 from attnmtl.weighting.gls import GeometricLossStrategy
-from attnmtl.weighting.gradient import GradientBased, GradientWeighting, RowWeighting
+from attnmtl.weighting.gradient import (
+    GradientBased,
+    GradientWeighting,
+    RowWeighting,
+    SampledWeighting,
+)
 from attnmtl.weighting.gradnorm import GradNorm
 from attnmtl.weighting.gradvac import GradVac
 from attnmtl.weighting.imtl import IMTL
@@ -56,11 +61,14 @@ __all__ = [
     "GradientBased",
     "GradientWeighting",
     "MoCo",
+    "MoDo",
     "NashMTL",
     "PCGrad",
     "PerGroup",
     "RandomLossWeighting",
     "RowWeighting",
+    "SDMGrad",
+    "SampledWeighting",
     "ScaleInvariantWeighting",
     "StepContext",
     "UPGrad",
@@ -80,5 +88,7 @@ from attnmtl.weighting.fairgrad import FairGrad
 from attnmtl.weighting.graddrop import GradDrop
 from attnmtl.weighting.imtl_l import IMTLL
 from attnmtl.weighting.moco import MoCo
+from attnmtl.weighting.modo import MoDo
 from attnmtl.weighting.per_group import PerGroup
+from attnmtl.weighting.sdmgrad import SDMGrad
 from attnmtl.weighting.stch import STCH

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from attnmtl.core.batch import Batch
 from attnmtl.core.distributed import Distributed
-from attnmtl.core.losses import task_losses
+from attnmtl.core.losses import part_losses, task_losses
 from attnmtl.core.output import MultiTaskOutput
 from attnmtl.models.base import FeatureSplit, MultiTaskModel
 
@@ -97,6 +97,9 @@ class StepContext:
         groups: the shared parameters grouped by layer (positions in ``shared_parameters``;
             :meth:`~attnmtl.models.base.MultiTaskModel.shared_groups`), for strategies that
             solve per layer (``per_group``); None when not known.
+        parts: ``parts(n)`` gives the task losses of n disjoint parts of this batch from the
+            same forward pass (:func:`~attnmtl.core.losses.part_losses`), for strategies that
+            need independent estimates (MoDo, SDMGrad); None when the batch is not at hand.
     """
 
     shared_parameters: Sequence[nn.Parameter]
@@ -108,6 +111,7 @@ class StepContext:
     split: FeatureSplit | None = None
     job: Distributed | None = None
     groups: Sequence[Sequence[int]] | None = None
+    parts: Callable[[int], list[dict[str, Tensor]]] | None = None
 
     @classmethod
     def from_model(
@@ -119,10 +123,11 @@ class StepContext:
         scale: Callable[[Tensor], Tensor] = identity,
         split: FeatureSplit | None = None,
         job: Distributed | None = None,
+        batch: Batch | None = None,
     ) -> StepContext:
         """The context of one step of ``model``, with nothing left out: its shared parameters
-        (and their layers), every task's own parameters and ``output``'s shared
-        representation."""
+        (and their layers), every task's own parameters, ``output``'s shared representation
+        and, given the ``batch``, the losses of its parts."""
         return cls(
             model.shared_parameters(),
             output.features,
@@ -133,6 +138,7 @@ class StepContext:
             split,
             job,
             model.shared_groups(),
+            None if batch is None else (lambda n: part_losses(output, batch, model.tasks, n)),
         )
 
 
@@ -222,7 +228,8 @@ class Weighting(nn.Module, ABC):
             )
         self._check_optimizer(optimizer)
         optimizer.zero_grad(set_to_none=True)
-        weights = self.backward(losses, StepContext.from_model(model, output, step, epoch))
+        ctx = StepContext.from_model(model, output, step, epoch, batch=batch)
+        weights = self.backward(losses, ctx)
         if max_grad_norm is not None:
             nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()

@@ -794,6 +794,94 @@ class RowWeighting(GradientBased):
         return self.report(order, c, stacked)
 
 
+class SampledWeighting(GradientBased):
+    """Base of the methods that need several independent estimates of every task's gradient in
+    one step (MoDo's and SDMGrad's double sampling): subclasses set ``samples`` and implement
+    :meth:`direction`.
+
+    The estimates come from ``samples`` disjoint parts of the batch (samples ``i, i + S, ...``
+    form part i; ``StepContext.parts``, which the Trainer and :meth:`Weighting.step` provide),
+    all from the one forward pass: one vmapped backward pass of the S·K part losses gives the
+    (S, K, P) gradients of the shared parameters. Task-specific parameters take the raw
+    gradient of their whole-batch loss (the mean of the parts', as LibMTL averages the three).
+    ``parameters`` mode and the ``batched`` engine only: the estimates are of the shared
+    parameters' gradients, held (S·K, P). A task without a labelled sample in a part has a zero
+    estimate there.
+
+    See :class:`GradientBased` for the arguments.
+    """
+
+    samples: ClassVar[int] = 3
+    modes: ClassVar[tuple[Mode, ...]] = ("parameters",)
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        mode: Mode = "parameters",
+        engine: Engine = "batched",
+        log_losses: bool = False,
+    ) -> None:
+        super().__init__(tasks, mode=mode, update_every=1, engine=engine, log_losses=log_losses)
+        name = type(self).__name__
+        if mode != "parameters":
+            raise ValueError(f"mode={mode!r}; {name} runs in parameters mode only")
+        if engine != "batched":
+            raise ValueError(f"engine={engine!r}; {name} takes its gradients with batched only")
+
+    def wants_split(self) -> bool:
+        """The estimates are taken from the part losses, not at a cut."""
+        return False
+
+    @abstractmethod
+    def direction(self, samples: Tensor, losses: Tensor, index: list[int]) -> tuple[Tensor, Tensor]:
+        """The shared update ``d`` (P,) and the weights ``c`` (K,) reported, from the
+        estimates ``samples`` (S, K, P) (unscaled for AMP)."""
+
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
+        """The part losses' gradients, :meth:`direction`, and its update."""
+        order, index, stacked, objective = self.prepare(losses, ctx)
+        if ctx.parts is None:
+            raise ValueError(
+                f"{type(self).__name__} needs the losses of disjoint parts of the batch "
+                "(StepContext.parts): train with the Trainer or weighting.step(..., batch=batch), "
+                "or build the context with StepContext.from_model(..., batch=batch)"
+            )
+        rows = []
+        for part in ctx.parts(self.samples):
+            for k, task in enumerate(order):
+                value = part.get(task)
+                if value is None:  # no labelled sample of the task in this part
+                    value = stacked[k] * 0
+                elif self.log_losses:
+                    value = value.clamp_min(LOSS_FLOOR).log()
+                rows.append(value)
+        sampled = ctx.scale(torch.stack(rows))  # (S·K,)
+        task_params = [list(ctx.task_parameters.get(t, ())) for t in order]
+        flat_task = [p for params in task_params for p in params]
+        own = (
+            torch.autograd.grad(
+                ctx.scale(objective).sum(), flat_task, allow_unused=True, retain_graph=True
+            )
+            if flat_task
+            else ()
+        )
+        shared = list(ctx.shared_parameters)
+        eye = torch.eye(len(rows), dtype=sampled.dtype, device=sampled.device)
+        blocks = [b.flatten(1) for b in vjp_rows(sampled, shared, eye, retain_graph=False)]
+        grads = TaskGradients(blocks, shared, None, unflatten(list(own), task_params), task_params)
+        factor = ctx.scale(torch.ones((), dtype=stacked.dtype, device=stacked.device))
+        matrix = torch.cat(blocks, 1)  # (S·K, P)
+        if ctx.job is not None:
+            matrix = ctx.job.mean(matrix)
+        matrix = (matrix / factor).view(self.samples, len(order), -1)
+        self.last_gram, self.last_tasks = gram_of([matrix.mean(0)]), tuple(order)
+        d, c = self.direction(matrix, stacked.detach(), index)
+        c = c.to(stacked.dtype)
+        self.coefficients[index] = c.detach().to(self.coefficients.dtype)
+        grads.apply_direction(d * factor, c, weighted=False)
+        return self.report(order, c, stacked)
+
+
 def check_positive(name: str, value: float, allow_zero: bool = False) -> None:
     """ValueError naming ``name`` unless ``value`` is finite and > 0 (or >= 0)."""
     ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
