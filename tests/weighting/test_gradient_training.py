@@ -15,7 +15,7 @@ from attnmtl.bench.weighting import gradient_methods
 from attnmtl.run.build import build_data, build_model
 from attnmtl.run.config import parse_config
 from attnmtl.run.trainer import Trainer
-from attnmtl.weighting import WEIGHTINGS
+from attnmtl.weighting import WEIGHTINGS, GradientBased
 
 METHODS = gradient_methods()
 # Every method in every gradient mode its definition admits (momentum buffers of parameter
@@ -43,7 +43,9 @@ def config(method: str, mode: str, **train):
                 "encoder": "mlp",
                 "encoder_options": {"hidden_dims": [64]},
             },
-            "weighting": {"name": method, "mode": mode},
+            "weighting": {"name": method, "mode": mode}
+            if issubclass(WEIGHTINGS.get(method), GradientBased)
+            else {"name": method},
             "optimizer": {"name": "adam", "lr": 0.003},
             "schedule": {"name": "constant"},
             "train": {
@@ -80,6 +82,7 @@ def test_every_method_of_the_issue_is_registered():
         "per_group",
         "modo",
         "sdmgrad",
+        "auto_lambda",
     }
     assert wanted <= set(METHODS)
     assert ("moco", "features") not in RUNS and ("graddrop", "features") in RUNS
@@ -92,8 +95,9 @@ def test_short_run_lowers_every_task_loss_and_feeds_the_encoder(method, mode, tm
     torch.manual_seed(0)
     model = build_model(cfg, splits)
     trainer = Trainer.from_config(cfg, splits, model, tmp_path)
-    # the batched engine cuts the representation; the sampled methods take part losses instead
-    assert trainer.split_features == (method not in ("modo", "sdmgrad"))
+    # the batched engine cuts the representation (the sampled and bilevel methods do not)
+    assert trainer.split_features == trainer.weighting.wants_split()
+    assert trainer.split_features == (method not in ("modo", "sdmgrad", "auto_lambda"))
     fed: list[bool] = []
 
     def check_encoder_gradients(optimizer, args, kwargs):

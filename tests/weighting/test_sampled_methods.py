@@ -84,7 +84,10 @@ def test_without_the_parts_of_the_batch_it_says_how_to_get_them(name):
 @pytest.mark.parametrize("name", ["modo", "sdmgrad"])
 @pytest.mark.parametrize(
     ("option", "match"),
-    [({"mode": "features"}, "parameters mode only"), ({"engine": "gramian"}, "batched only")],
+    [
+        ({"mode": "features"}, "parameters mode only"),
+        ({"engine": "gramian"}, "use batched or loop"),
+    ],
 )
 def test_modes_and_engines_they_cannot_take(name, option, match):
     with pytest.raises(ValueError, match=match):

@@ -65,12 +65,16 @@ class ReferenceMTL(MultiTaskModel):
 
 
 def gradient_methods() -> list[str]:
-    """Registered gradient-based strategies (``mgda_ub`` is ``mgda`` in features mode)."""
+    """Registered strategies the benchmark times: every gradient-based one (``mgda_ub`` is
+    ``mgda`` in features mode) and the bilevel ones that look ahead (``auto_lambda``)."""
     return [
-        name
-        for name in WEIGHTINGS.names()
-        if issubclass(WEIGHTINGS.get(name), GradientBased) and name != "mgda_ub"
+        name for name in WEIGHTINGS.names() if timed(WEIGHTINGS.get(name)) and name != "mgda_ub"
     ]
+
+
+def timed(cls: type[Weighting]) -> bool:
+    """Whether the benchmark times strategies of ``cls``."""
+    return issubclass(cls, GradientBased) or bool(getattr(cls, "looks_ahead", False))
 
 
 @dataclass
@@ -93,6 +97,16 @@ class Variant:
         self.shared = self.model.shared_parameters()
         self.groups = self.model.shared_groups()
         self.owned = {t: self.model.task_parameters(t) for t in self.model.tasks}
+
+    def losses(
+        self, x: Tensor, labels: Tensor, tasks: Sequence[str], grad: bool = True
+    ) -> dict[str, Tensor]:
+        """The task losses of ``x`` under the current parameters."""
+        with torch.set_grad_enabled(grad):
+            preds = self.model(x).preds
+            return {
+                t: nn.functional.cross_entropy(preds[t], labels[k]) for k, t in enumerate(tasks)
+            }
 
     def step(self, x: Tensor, labels: Tensor, tasks: Sequence[str], index: int) -> None:
         """One whole training step."""
@@ -119,6 +133,9 @@ class Variant:
                 }
                 for i in range(n)
             ],
+            rerun=lambda: self.losses(x, labels, tasks, grad=False),
+            heldout=lambda: self.losses(x.flip(0), labels.flip(1), tasks),  # other pairing
+            lr=float(self.optimizer.param_groups[0]["lr"]),
         )
         weighting.backward(losses, ctx)
         self.optimizer.step()
@@ -164,7 +181,7 @@ def run(
     """
     names = list(methods) if methods is not None else gradient_methods()
     for name in names:
-        if name not in WEIGHTINGS.names() or not issubclass(WEIGHTINGS.get(name), GradientBased):
+        if name not in WEIGHTINGS.names() or not timed(WEIGHTINGS.get(name)):
             choices = ", ".join(gradient_methods())
             raise ValueError(f"method {name!r}; expected a gradient-based strategy: {choices}")
     for mode in modes:
@@ -181,9 +198,13 @@ def run(
         labels = torch.randint(0, 10, (count, batch_size))
         variants = [make_variant("equal", "equal", tasks, state)]
         for name in names:
-            admitted = getattr(WEIGHTINGS.get(name), "modes", MODES)  # RowWeighting may limit
+            cls = WEIGHTINGS.get(name)
+            admitted = getattr(cls, "modes", MODES)  # RowWeighting may limit
             for mode in (m for m in modes if m in admitted):
                 key = name if mode == "parameters" else f"{name}:features"
+                if not issubclass(cls, GradientBased):  # bilevel: no mode, no engine
+                    variants.append(make_variant(key, name, tasks, state))
+                    continue
                 variants.append(make_variant(key, name, tasks, state, mode=mode))
                 if naive:
                     variants.append(
@@ -209,7 +230,7 @@ def run(
             if key == "equal" or key.startswith("naive "):
                 continue
             entry = {"ms": ms, "ratio_to_ew": ms / ew}
-            if naive:
+            if naive and f"naive {key}" in median:
                 entry["naive_ms"] = median[f"naive {key}"]
                 entry["naive_ratio_to_ew"] = median[f"naive {key}"] / ew
             table[key] = entry

@@ -407,6 +407,9 @@ class Trainer:
             self.dist,
             self.shared_groups,
             lambda n: part_losses(output, batch, self.tasks, n),
+            lambda: self.recompute(batch),
+            self.heldout,
+            float(self.optimizer.param_groups[0]["lr"]),
         )
         weights = self.weighting.backward(losses, ctx)
         self.average_gradients()
@@ -507,6 +510,22 @@ class Trainer:
         self.scaler.scale(total).backward(retain_graph=True)
         if cut is not None:
             cut.carry_to_root()
+
+    def heldout(self) -> dict[str, Tensor]:
+        """Task losses, with gradient, of a held-out batch of training samples (bilevel
+        strategies' look-ahead batch): ``batch_size`` samples drawn at random, a function of
+        the seed and the step only, so a resumed run draws the same ones (this process's shard
+        of them under torchrun)."""
+        train = self.settings
+        generator = torch.Generator().manual_seed(train.seed * 1_000_003 + self.position.step)
+        n = len(self.splits.train)
+        index = torch.randperm(n, generator=generator)[: min(train.batch_size, n)]
+        if self.dist is not None and len(index) >= self.dist.world:
+            index = self.dist.shard(index)
+        batch = self.splits.train.batch(index).to(self.device, non_blocking=True)
+        with self.autocast():
+            output = self.model(batch.inputs, batch.lengths)
+            return task_losses(output, batch, self.tasks)
 
     def recompute(self, batch: Batch) -> dict[str, Tensor]:
         """The batch's task losses under the updated model, without gradient."""

@@ -46,6 +46,7 @@ __all__ = [
     "STCH",
     "WEIGHTINGS",
     "AlignedMTL",
+    "AutoLambda",
     "CAGrad",
     "ConFIG",
     "ConstantWeighting",
@@ -79,6 +80,7 @@ __all__ = [
     "register_weighting",
 ]
 
+from attnmtl.weighting.auto_lambda import AutoLambda
 from attnmtl.weighting.conflict_free import ConFIG
 from attnmtl.weighting.cr_mogm import CRMOGM
 from attnmtl.weighting.db_mtl import DBMTL

@@ -100,6 +100,13 @@ class StepContext:
         parts: ``parts(n)`` gives the task losses of n disjoint parts of this batch from the
             same forward pass (:func:`~attnmtl.core.losses.part_losses`), for strategies that
             need independent estimates (MoDo, SDMGrad); None when the batch is not at hand.
+        rerun: ``rerun()`` gives this batch's task losses under the model's parameters as they
+            are when it is called, without gradient (bilevel methods perturb the parameters
+            and look); None when the batch is not at hand.
+        heldout: ``heldout()`` gives the task losses, with gradient, of a held-out batch of
+            training samples under the parameters as they are (Auto-Lambda's "validation"
+            batch drawn from the training data); None where there is no data set.
+        lr: the optimizer's current learning rate (the step size of a virtual update).
     """
 
     shared_parameters: Sequence[nn.Parameter]
@@ -112,6 +119,9 @@ class StepContext:
     job: Distributed | None = None
     groups: Sequence[Sequence[int]] | None = None
     parts: Callable[[int], list[dict[str, Tensor]]] | None = None
+    rerun: Callable[[], dict[str, Tensor]] | None = None
+    heldout: Callable[[], dict[str, Tensor]] | None = None
+    lr: float | None = None
 
     @classmethod
     def from_model(
@@ -160,6 +170,9 @@ class Weighting(nn.Module, ABC):
     needs: Needs = "losses"
     # Whether :meth:`after_step` calls its ``recompute`` (a forward pass after the update).
     needs_recompute: ClassVar[bool] = False
+    # The batch of the previous :meth:`step`: the held-out batch bilevel strategies look at in
+    # your own loop (the Trainer draws its own).
+    previous_batch: Batch | None = None
 
     def __init__(self, tasks: Sequence[str]) -> None:
         super().__init__()
@@ -215,7 +228,8 @@ class Weighting(nn.Module, ABC):
             step: optimizer steps taken before this one, across epochs.
             epoch: the current epoch (DWA starts a new one when it changes).
             batch: this step's batch; strategies that update themselves from the batch's
-                losses under the updated model (FAMO) need it, and raise without it.
+                losses under the updated model (FAMO) need it, and raise without it. The
+                previous step's batch is Auto-Lambda's held-out batch here.
             max_grad_norm: clip the model's gradients to this norm before the update.
 
         Returns:
@@ -228,11 +242,6 @@ class Weighting(nn.Module, ABC):
             )
         self._check_optimizer(optimizer)
         optimizer.zero_grad(set_to_none=True)
-        ctx = StepContext.from_model(model, output, step, epoch, batch=batch)
-        weights = self.backward(losses, ctx)
-        if max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-        optimizer.step()
 
         def recompute() -> dict[str, Tensor]:
             assert batch is not None
@@ -240,6 +249,23 @@ class Weighting(nn.Module, ABC):
                 again = model(batch.inputs, batch.lengths)
                 return task_losses(again, batch, model.tasks)
 
+        previous = self.previous_batch
+
+        def heldout() -> dict[str, Tensor]:
+            if previous is None:  # the first step has no other batch to look at
+                return {}
+            again = model(previous.inputs, previous.lengths)
+            return task_losses(again, previous, model.tasks)
+
+        ctx = StepContext.from_model(model, output, step, epoch, batch=batch)
+        ctx.rerun = recompute if batch is not None else None
+        ctx.heldout = heldout if batch is not None else None
+        ctx.lr = float(optimizer.param_groups[0]["lr"])
+        self.previous_batch = batch
+        weights = self.backward(losses, ctx)
+        if max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
         self.after_step(recompute)
         return weights
 

@@ -804,9 +804,9 @@ class SampledWeighting(GradientBased):
     all from the one forward pass: one vmapped backward pass of the S·K part losses gives the
     (S, K, P) gradients of the shared parameters. Task-specific parameters take the raw
     gradient of their whole-batch loss (the mean of the parts', as LibMTL averages the three).
-    ``parameters`` mode and the ``batched`` engine only: the estimates are of the shared
-    parameters' gradients, held (S·K, P). A task without a labelled sample in a part has a zero
-    estimate there.
+    ``parameters`` mode, and the ``batched`` or ``loop`` engine: the estimates are of the
+    shared parameters' gradients, held (S·K, P). A task without a labelled sample in a part has
+    a zero estimate there.
 
     See :class:`GradientBased` for the arguments.
     """
@@ -825,8 +825,10 @@ class SampledWeighting(GradientBased):
         name = type(self).__name__
         if mode != "parameters":
             raise ValueError(f"mode={mode!r}; {name} runs in parameters mode only")
-        if engine != "batched":
-            raise ValueError(f"engine={engine!r}; {name} takes its gradients with batched only")
+        if engine == "gramian":
+            raise ValueError(
+                f"engine={engine!r}; {name} needs its estimates' rows: use batched or loop"
+            )
 
     def wants_split(self) -> bool:
         """The estimates are taken from the part losses, not at a cut."""
@@ -866,8 +868,11 @@ class SampledWeighting(GradientBased):
             else ()
         )
         shared = list(ctx.shared_parameters)
-        eye = torch.eye(len(rows), dtype=sampled.dtype, device=sampled.device)
-        blocks = [b.flatten(1) for b in vjp_rows(sampled, shared, eye, retain_graph=False)]
+        if self.engine == "loop":  # the naive reference: one backward pass per row
+            blocks = [b.flatten(1) for b in loop_rows(sampled, shared)]
+        else:
+            eye = torch.eye(len(rows), dtype=sampled.dtype, device=sampled.device)
+            blocks = [b.flatten(1) for b in vjp_rows(sampled, shared, eye, retain_graph=False)]
         grads = TaskGradients(blocks, shared, None, unflatten(list(own), task_params), task_params)
         factor = ctx.scale(torch.ones((), dtype=stacked.dtype, device=stacked.device))
         matrix = torch.cat(blocks, 1)  # (S·K, P)

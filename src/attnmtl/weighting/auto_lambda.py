@@ -1,0 +1,174 @@
+"""Auto-Lambda: task weights learnt by looking one step ahead on held-out training data.
+
+Axes: K tasks present in the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from attnmtl.weighting.base import StepContext, Weighting
+from attnmtl.weighting.gradient import check_positive
+from attnmtl.weighting.registry import register_weighting
+
+# Finite-difference radius of the Hessian-vector product, over ‖d‖ (the authors' code: 0.01).
+_RADIUS = 0.01
+
+
+@register_weighting("auto_lambda")
+class AutoLambda(Weighting):
+    """Liu, Davison & Johns, "Auto-Lambda: Disentangling Dynamic Task Relationships", TMLR 2022.
+
+    The training loss is ``Σ_k λ_k L_k``, and the weights ``λ`` are meta-learnt: they should
+    make one training step improve the *primary* tasks' loss on data not used for that step.
+    With the virtual step ``θ' = θ − α ∇_θ Σ_k λ_k L_k`` (α the current learning rate),
+
+        ∂L_val(θ')/∂λ_k = −α ∇L_val(θ')ᵀ ∇L_k(θ)
+                        ≈ −α (L_k(θ + εd) − L_k(θ − εd)) / 2ε,   d = ∇L_val(θ'),
+
+    the finite-difference Hessian-vector product of DARTS (ε = 0.01/‖d‖), and ``λ`` takes an
+    Adam step on it (``meta_lr`` 1e-4, from ``init`` 0.1, as the authors' code). The
+    "validation" batch is a held-out batch of training samples (``StepContext.heldout``: the
+    Trainer draws one per step, a function of the seed and the step). ``primary`` are the
+    tasks whose held-out loss counts (all by default: plain multi-task learning; a subset:
+    auxiliary learning, the others helping).
+
+    Two departures from the authors' code, both for this interface: the virtual step is plain
+    SGD on the gradient the step just took (their code adds SGD momentum and weight decay of
+    their optimizer), and the weights learnt at a step take effect from the next one (the
+    step's own backward pass runs first, so the graph is used before the parameters are
+    perturbed and then restored bit for bit). Cost per step: the held-out batch's forward and
+    backward passes and two forward passes of the batch, about 2.5–3× equal weighting's step —
+    ``update_every`` spreads it. The extra forward passes also update any BatchNorm running
+    statistics, as in the original. The weights reported are ``λ``.
+
+    Args:
+        tasks: names of all tasks, in order.
+        primary: the tasks the held-out loss counts; None: every task.
+        init: the starting ``λ_k`` (0.1).
+        meta_lr: Adam's learning rate for ``λ`` (1e-4).
+        update_every: take the meta step every this many steps (1).
+    """
+
+    looks_ahead: ClassVar[bool] = True  # (the weighting benchmark times it among the bilevel)
+    modes: ClassVar[tuple[str, ...]] = ("parameters",)
+    lambdas: Tensor
+    adam_m: Tensor
+    adam_v: Tensor
+    adam_steps: Tensor
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        primary: Sequence[str] | None = None,
+        init: float = 0.1,
+        meta_lr: float = 1e-4,
+        update_every: int = 1,
+    ) -> None:
+        super().__init__(tasks)
+        check_positive("init", init)
+        check_positive("meta_lr", meta_lr)
+        if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
+            raise ValueError(f"update_every={update_every!r}; expected an integer >= 1")
+        chosen = list(self.tasks if primary is None else primary)
+        unknown = [t for t in chosen if t not in self.tasks]
+        if unknown or not chosen:
+            raise ValueError(f"primary={primary!r}; expected some of the tasks {self.tasks}")
+        self.primary, self.meta_lr, self.update_every = chosen, float(meta_lr), update_every
+        k = len(self.tasks)
+        self.register_buffer("lambdas", torch.full((k,), float(init), dtype=torch.float64))
+        self.register_buffer("adam_m", torch.zeros(k, dtype=torch.float64))
+        self.register_buffer("adam_v", torch.zeros(k, dtype=torch.float64))
+        self.register_buffer("adam_steps", torch.zeros(k, dtype=torch.long))
+        self.last_meta_gradient: dict[str, float] = {}
+
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
+        """Backpropagate ``Σ λ_k L_k``; then the meta step on ``λ`` (every ``update_every``)."""
+        order = self.present(losses)
+        idx = [self.index(t) for t in order]
+        stacked = torch.stack([losses[t] for t in order])
+        lam = self.lambdas[idx].to(stacked.dtype)
+        ctx.scale((lam * stacked).sum()).backward()
+        weights = dict(zip(order, lam.detach().unbind(), strict=True))
+        if ctx.step % self.update_every == 0:
+            self.meta_step(ctx, order)
+        return weights
+
+    def meta_step(self, ctx: StepContext, order: Sequence[str]) -> None:
+        """One Adam step on the present tasks' ``λ`` from the look-ahead's hypergradient."""
+        if ctx.heldout is None or ctx.rerun is None or ctx.lr is None:
+            raise ValueError(
+                "auto_lambda looks one step ahead on held-out training data: it needs "
+                "StepContext.heldout, rerun and lr, which the Trainer provides"
+            )
+        params = _unique(
+            [*ctx.shared_parameters, *(p for ps in ctx.task_parameters.values() for p in ps)]
+        )
+        factor = float(ctx.scale(torch.ones(())))
+        saved = [p.detach().clone() for p in params]
+        try:
+            with torch.no_grad():  # θ' = θ − α ∇Σλ_k L_k (the gradient just taken)
+                for p in params:
+                    if p.grad is not None:
+                        p.sub_(p.grad, alpha=ctx.lr / factor)
+            val = ctx.heldout()
+            primary = [val[t] for t in self.primary if t in val]
+            if not primary:
+                return
+            d = torch.autograd.grad(torch.stack(primary).sum(), params, allow_unused=True)
+            if ctx.job is not None:
+                d = tuple(None if g is None else ctx.job.mean(g) for g in d)
+            norm = math.sqrt(sum(float(g.double().square().sum()) for g in d if g is not None))
+            if not math.isfinite(norm) or norm == 0.0:
+                return
+            eps = _RADIUS / norm
+            probes = []
+            for sign in (1.0, -1.0):  # θ ± εd
+                with torch.no_grad():
+                    for p, keep, g in zip(params, saved, d, strict=True):
+                        p.copy_(keep)
+                        if g is not None:
+                            p.add_(g, alpha=sign * eps)
+                probes.append(ctx.rerun())
+        finally:
+            with torch.no_grad():
+                for p, keep in zip(params, saved, strict=True):
+                    p.copy_(keep)
+        plus, minus = probes
+        tasks = [t for t in order if t in plus and t in minus]
+        gradient = torch.tensor(
+            [-ctx.lr * (float(plus[t]) - float(minus[t])) / (2 * eps) for t in tasks],
+            dtype=torch.float64,
+            device=self.lambdas.device,
+        )
+        if ctx.job is not None:
+            gradient = ctx.job.mean(gradient)
+        self.last_meta_gradient = dict(zip(tasks, gradient.tolist(), strict=True))
+        self.adam(
+            torch.tensor([self.index(t) for t in tasks], device=self.lambdas.device), gradient
+        )
+
+    def adam(self, idx: Tensor, gradient: Tensor) -> None:
+        """Adam (β = 0.9, 0.999; ε = 1e-8) on ``λ[idx]``, with per-task step counts."""
+        self.adam_steps[idx] += 1
+        t = self.adam_steps[idx].double()
+        m = self.adam_m[idx] * 0.9 + 0.1 * gradient
+        v = self.adam_v[idx] * 0.999 + 0.001 * gradient.square()
+        self.adam_m[idx], self.adam_v[idx] = m, v
+        step = (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8)
+        self.lambdas[idx] = self.lambdas[idx] - self.meta_lr * step
+
+
+def _unique(params: Sequence[nn.Parameter]) -> list[nn.Parameter]:
+    seen: set[int] = set()
+    out = []
+    for p in params:
+        if id(p) not in seen and p.requires_grad:
+            seen.add(id(p))
+            out.append(p)
+    return out
