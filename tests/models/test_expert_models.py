@@ -20,6 +20,7 @@ MODELS = {  # name → options; each gated model's gate width per task
     "dselect_k": ({"num_experts": 5, "k": 2}, 5),
     "adatt": ({"task_experts": 2, "shared_experts": 1, "num_levels": 2}, 7),
     "aitm": ({"tower_dim": 6}, 2),
+    "ltb": ({"depth": 2, "width": 3, "dim": 8}, 3),
 }
 CASES = [  # encoder, layout, input shape, encoder options, lengths
     ("rnn", "sequence", (7, 3), {"hidden_dim": 6}, [7, 2, 5, 7, 1]),
@@ -203,6 +204,8 @@ def test_dselect_gate_renormalises_when_experts_are_not_a_power_of_two():
         ("adatt", {"shared_experts": -1}, "shared_experts=-1"),
         ("aitm", {"order": ["b", "m"]}, "order=.*expected each of the tasks"),
         ("aitm", {"tower_dim": 0}, "tower_dim=0"),
+        ("ltb", {"tau": 0.0}, "tau=0.0"),
+        ("ltb", {"depth": 0}, "depth=0"),
     ],
 )
 def test_bad_arguments_name_themselves(name, kwargs, match):
@@ -237,3 +240,36 @@ def test_the_report_names_the_items_of_each_gate():
     batch = Batch(torch.randn(2, 7, 3), labels, masks, torch.tensor([7, 3]))
     examples = collect_attention(model, batch)
     assert examples.gate_labels["m"] == ["m e0", "m e1", "shared e0"]
+
+
+def test_ltb_samples_its_parents_in_training_and_takes_the_argmax_tree_in_evaluation():
+    model = create_model(
+        "ltb",
+        tasks=TASKS,
+        input_shape=(7, 3),
+        encoder_options={"hidden_dim": 6},
+        depth=3,
+        width=3,
+        dim=8,
+        hard=True,
+    )
+    with torch.no_grad():
+        model.inner[0][1].logits.copy_(torch.tensor([5.0]))  # (one parent: the root)
+        model.inner[1][2].logits.copy_(torch.tensor([0.0, 9.0, 0.0]))
+        model.leaves["m"].logits.copy_(torch.tensor([0.0, 0.0, 7.0]))
+    out = model(torch.randn(4, 7, 3))
+    for task in NAMES:  # straight-through one-hot samples
+        assert sorted(out.attention[task][0].tolist()) == [0.0, 0.0, 1.0]
+    model.eval()
+    tree = model.branching()
+    assert tree["layer2"][2] == 1 and tree["m"] == [2]
+    x = torch.randn(2, 7, 3)
+    out = model(x)
+    # evaluation follows the tree: m's leaf ← node 2 of layer 2 ← node 1 of layer 1 ← root
+    root = model.stem(model.encoder(x).pooled)
+    node = model.inner[0][tree["layer2"][2]].block(root)  # layer 1 nodes all read the root
+    node = model.inner[1][2].block(node)
+    leaf = model.leaves["m"].block(node)
+    torch.testing.assert_close(out.preds["m"], model.heads["m"](leaf))
+    torch.testing.assert_close(out.attention["m"], torch.tensor([[0.0, 0.0, 1.0]] * 2))
+    assert model.gate_labels("m") == ["node 0", "node 1", "node 2"]

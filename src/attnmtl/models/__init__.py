@@ -14,6 +14,7 @@ from attnmtl.models.encoder import ModuleEncoder, SharedEncoder, build_encoder
 from attnmtl.models.experts import ExpertModel
 from attnmtl.models.fusion import AttentionFusionMTL, FusionAttention
 from attnmtl.models.hard_sharing import HardSharing
+from attnmtl.models.ltb import BranchNode, LearningToBranch
 from attnmtl.models.mmoe import MMoE
 from attnmtl.models.mtan import MTAN, MTANTrace
 from attnmtl.models.omoe import OMoE
@@ -31,6 +32,7 @@ __all__ = [
     "AdaTT",
     "AttentionFusionMTL",
     "AttentionMTL",
+    "BranchNode",
     "CrossStitch",
     "CrossStitchUnit",
     "DSelectGate",
@@ -39,6 +41,7 @@ __all__ = [
     "FusionAttention",
     "HardSharing",
     "InformationTransfer",
+    "LearningToBranch",
     "MMoE",
     "MTANTrace",
     "ModuleEncoder",
