@@ -124,3 +124,44 @@ def test_trains_through_the_trainer_and_moves_its_weights(tmp_path):
         assert history[-1]["train_loss"][task] < history[0]["train_loss"][task]
     assert not torch.allclose(trainer.weighting.lambdas, torch.ones(2, dtype=torch.float64))
     assert set(summary["tasks"]) == {"digit", "scale"}
+
+
+def exact_hypergradients(theta, lam, lr):
+    """H_jk = −α ∇L_val_j(θ')ᵀ ∇L_k(θ), θ' = θ − α Σ_k λ_k ∇L_k(θ), by autograd."""
+    probe = Quadratic()
+    with torch.no_grad():
+        probe.theta.copy_(theta)
+    losses = probe.losses()
+    grads = [torch.autograd.grad(v, probe.theta, retain_graph=True)[0] for v in losses.values()]
+    with torch.no_grad():
+        probe.theta.copy_(theta - lr * sum(w * g for w, g in zip(lam, grads, strict=True)))
+    val = probe.losses(val=True)
+    rows = []
+    for v in val.values():
+        d = torch.autograd.grad(v, probe.theta, retain_graph=True)[0]
+        rows.append([-lr * float(d @ g) for g in grads])
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def test_moml_steps_along_the_mgda_direction_of_every_tasks_hypergradient():
+    from attnmtl.weighting.solvers import min_norm
+
+    model, lr = Quadratic(), 0.1
+    theta = model.theta.detach().clone()
+    moml = create_weighting("moml", TASKS, init=0.5)
+    moml.backward(model.losses(), model.context(lr))
+    H = exact_hypergradients(theta, [0.5, 0.5], lr)
+    expected = min_norm(H @ H.T) @ H
+    got = moml.last_meta_gradient
+    assert [got["a"], got["b"]] == pytest.approx(expected.tolist(), rel=1e-5)
+    assert torch.equal(model.theta.detach(), theta)
+
+
+def test_moml_with_one_primary_task_is_auto_lambda():
+    first, second = Quadratic(), Quadratic()
+    moml = create_weighting("moml", TASKS, primary=["b"])
+    autol = create_weighting("auto_lambda", TASKS, primary=["b"])
+    moml.backward(first.losses(), first.context(0.1))
+    autol.backward(second.losses(), second.context(0.1))
+    assert moml.last_meta_gradient == pytest.approx(autol.last_meta_gradient, rel=1e-12)
+    torch.testing.assert_close(moml.lambdas, autol.lambdas)

@@ -43,6 +43,7 @@ __all__ = [
     "IMTLL",
     "MGDA",
     "MGDAUB",
+    "MOML",
     "STCH",
     "WEIGHTINGS",
     "AlignedMTL",
@@ -91,6 +92,7 @@ from attnmtl.weighting.graddrop import GradDrop
 from attnmtl.weighting.imtl_l import IMTLL
 from attnmtl.weighting.moco import MoCo
 from attnmtl.weighting.modo import MoDo
+from attnmtl.weighting.moml import MOML
 from attnmtl.weighting.per_group import PerGroup
 from attnmtl.weighting.sdmgrad import SDMGrad
 from attnmtl.weighting.stch import STCH

@@ -103,55 +103,74 @@ class AutoLambda(Weighting):
         """One Adam step on the present tasks' ``λ`` from the look-ahead's hypergradient."""
         if ctx.heldout is None or ctx.rerun is None or ctx.lr is None:
             raise ValueError(
-                "auto_lambda looks one step ahead on held-out training data: it needs "
-                "StepContext.heldout, rerun and lr, which the Trainer provides"
+                f"{type(self).__name__.lower()} looks one step ahead on held-out training "
+                "data: it needs StepContext.heldout, rerun and lr, which the Trainer provides"
             )
-        params = _unique(
-            [*ctx.shared_parameters, *(p for ps in ctx.task_parameters.values() for p in ps)]
-        )
-        factor = float(ctx.scale(torch.ones(())))
+        owned = [p for group in ctx.task_parameters.values() for p in group]
+        params = _unique([*ctx.shared_parameters, *owned])
+        if not params:
+            return
+        lr = ctx.lr
+        factor = float(ctx.scale(torch.ones((), device=params[0].device)))
         saved = [p.detach().clone() for p in params]
+        rows: list[list[float]] = []
+        tasks: list[str] = []
         try:
             with torch.no_grad():  # θ' = θ − α ∇Σλ_k L_k (the gradient just taken)
                 for p in params:
                     if p.grad is not None:
-                        p.sub_(p.grad, alpha=ctx.lr / factor)
-            val = ctx.heldout()
-            primary = [val[t] for t in self.primary if t in val]
-            if not primary:
-                return
-            d = torch.autograd.grad(torch.stack(primary).sum(), params, allow_unused=True)
-            if ctx.job is not None:
-                d = tuple(None if g is None else ctx.job.mean(g) for g in d)
-            norm = math.sqrt(sum(float(g.double().square().sum()) for g in d if g is not None))
-            if not math.isfinite(norm) or norm == 0.0:
-                return
-            eps = _RADIUS / norm
-            probes = []
-            for sign in (1.0, -1.0):  # θ ± εd
-                with torch.no_grad():
-                    for p, keep, g in zip(params, saved, d, strict=True):
-                        p.copy_(keep)
-                        if g is not None:
-                            p.add_(g, alpha=sign * eps)
-                probes.append(ctx.rerun())
+                        p.sub_(p.grad, alpha=lr / factor)
+            objectives = self.objectives(ctx.heldout())
+            directions = []  # d_j = ∇L_val_j(θ'), every one before θ moves again
+            for j, objective in enumerate(objectives):
+                d = torch.autograd.grad(
+                    objective, params, allow_unused=True, retain_graph=j < len(objectives) - 1
+                )
+                if ctx.job is not None:
+                    d = tuple(None if g is None else ctx.job.mean(g) for g in d)
+                directions.append(d)
+            for d in directions:
+                norm = math.sqrt(sum(float(g.double().square().sum()) for g in d if g is not None))
+                if not math.isfinite(norm) or norm == 0.0:
+                    continue
+                eps = _RADIUS / norm
+                probes = []
+                for sign in (1.0, -1.0):  # θ ± εd
+                    with torch.no_grad():
+                        for p, keep, g in zip(params, saved, d, strict=True):
+                            p.copy_(keep)
+                            if g is not None:
+                                p.add_(g, alpha=sign * eps)
+                    probes.append(ctx.rerun())
+                plus, minus = probes
+                tasks = [t for t in order if t in plus and t in minus]
+                rows.append([-lr * (float(plus[t]) - float(minus[t])) / (2 * eps) for t in tasks])
         finally:
             with torch.no_grad():
                 for p, keep in zip(params, saved, strict=True):
                     p.copy_(keep)
-        plus, minus = probes
-        tasks = [t for t in order if t in plus and t in minus]
-        gradient = torch.tensor(
-            [-ctx.lr * (float(plus[t]) - float(minus[t])) / (2 * eps) for t in tasks],
-            dtype=torch.float64,
-            device=self.lambdas.device,
-        )
+        if not rows or not tasks:
+            return
+        width = min(len(r) for r in rows)
+        matrix = torch.tensor(
+            [r[:width] for r in rows], dtype=torch.float64, device=self.lambdas.device
+        )  # (objectives, K): ∂L_val_j/∂λ_k
         if ctx.job is not None:
-            gradient = ctx.job.mean(gradient)
+            matrix = ctx.job.mean(matrix)
+        gradient = self.combine_hypergradients(matrix)
+        tasks = tasks[:width]
         self.last_meta_gradient = dict(zip(tasks, gradient.tolist(), strict=True))
-        self.adam(
-            torch.tensor([self.index(t) for t in tasks], device=self.lambdas.device), gradient
-        )
+        where = torch.tensor([self.index(t) for t in tasks], device=self.lambdas.device)
+        self.adam(where, gradient)
+
+    def objectives(self, val: Mapping[str, Tensor]) -> list[Tensor]:
+        """The held-out objectives ``λ`` serves: the primary tasks' summed loss."""
+        primary = [val[t] for t in self.primary if t in val]
+        return [torch.stack(primary).sum()] if primary else []
+
+    def combine_hypergradients(self, matrix: Tensor) -> Tensor:
+        """The one objective's hypergradient (1, K) → (K,)."""
+        return matrix[0]
 
     def adam(self, idx: Tensor, gradient: Tensor) -> None:
         """Adam (β = 0.9, 0.999; ε = 1e-8) on ``λ[idx]``, with per-task step counts."""
