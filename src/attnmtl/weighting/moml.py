@@ -26,7 +26,14 @@ class MOML(AutoLambda):
     their MGDA direction, the min-norm point of the rows' convex hull
     (:func:`~attnmtl.weighting.solvers.min_norm`): no task's held-out loss increases to first
     order. Costs J held-out backward passes and 2J forward passes per meta step (``update_every``
-    spreads them). Arguments as :class:`AutoLambda`.
+    spreads them).
+
+    Args:
+        tasks: names of all tasks, in order.
+        primary: the tasks whose held-out losses are the objectives; None: every task.
+        init: the starting ``λ_k`` (0.1).
+        meta_lr: Adam's learning rate for ``λ`` (1e-4).
+        update_every: take the meta step every this many steps (1).
     """
 
     def objectives(self, val: Mapping[str, Tensor]) -> list[Tensor]:
