@@ -165,3 +165,20 @@ def test_moml_with_one_primary_task_is_auto_lambda():
     autol.backward(second.losses(), second.context(0.1))
     assert moml.last_meta_gradient == pytest.approx(autol.last_meta_gradient, rel=1e-12)
     torch.testing.assert_close(moml.lambdas, autol.lambdas)
+
+
+def test_the_two_probes_share_their_random_draws():
+    """Dropout (or Gumbel) noise in the probes θ ± εd cancels: both draw the same numbers."""
+    clean, noisy = Quadratic(), Quadratic()
+    ctx = noisy.context(0.1)
+    plain = ctx.rerun
+
+    def with_noise():  # a random term, as dropout adds: identical in both probes, so it cancels
+        return {t: v + 100 * torch.rand((), dtype=torch.float64) for t, v in plain().items()}
+
+    ctx.rerun = with_noise
+    first = create_weighting("auto_lambda", TASKS)
+    second = create_weighting("auto_lambda", TASKS)
+    first.backward(clean.losses(), clean.context(0.1))
+    second.backward(noisy.losses(), ctx)
+    assert second.last_meta_gradient == pytest.approx(first.last_meta_gradient, rel=1e-6)

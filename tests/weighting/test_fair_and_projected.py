@@ -209,13 +209,23 @@ class Linear(nn.Module):
         return {TASKS[k]: values[k] for k in range(len(values))}
 
 
-@pytest.mark.parametrize("name", ["mgda", "cagrad", "imtl", "fairgrad", "config", "dualproj"])
-def test_log_losses_make_the_update_independent_of_each_loss_scale(name):
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("mgda", {}),
+        ("cagrad", {}),
+        ("imtl", {"variant": "g"}),
+        ("fairgrad", {}),
+        ("config", {}),
+        ("dualproj", {}),
+    ],
+)
+def test_log_losses_make_the_update_independent_of_each_loss_scale(name, options):
     A = gradients(3, 6, seed=4)
     updates = []
     for scale in ([1.0, 1.0, 1.0], [100.0, 0.01, 3.0]):
         model = Linear(A)
-        weighting = create_weighting(name, TASKS[:3], log_losses=True)
+        weighting = create_weighting(name, TASKS[:3], log_losses=True, **options)
         ctx = StepContext([model.theta], None, 0, 0, task_parameters={t: [] for t in TASKS[:3]})
         weights = weighting.backward(model.losses(torch.tensor(scale, dtype=A.dtype)), ctx)
         assert model.theta.grad is not None
@@ -239,3 +249,8 @@ def test_gradient_stats_come_from_the_gram_matrix():
     logged = stats.as_log()
     assert logged["cos"] == pytest.approx({"t0|t1": -(2**-0.5), "t0|t2": 0.0, "t1|t2": 2**-0.5})
     assert create_weighting("equal", ["a"]).gradient_stats() is None
+
+
+def test_imtl_refuses_log_losses_where_its_loss_scales_would_do_nothing():
+    with pytest.raises(ValueError, match=r"log_losses with variant='hybrid'.*use variant=g"):
+        create_weighting("imtl", ["a", "b"], log_losses=True)

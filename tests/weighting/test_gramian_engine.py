@@ -118,3 +118,54 @@ def test_the_scale_benchmark_script_agrees_on_a_small_model():
     script = Path(__file__).parents[2] / "benchmarks" / "gramian_update.py"
     compare = runpy.run_path(str(script))["compare"]
     assert compare(20_000, 3, depth=3, batch=16, method="mgda") < 1e-5
+
+
+class Tied(torch.nn.Module):
+    """A Linear followed by an in-place ReLU, and a weight used again outside its layer."""
+
+    splits_features = False
+
+    def __init__(self, tied: bool) -> None:
+        super().__init__()
+        self.first = torch.nn.Linear(5, 8)
+        self.act = torch.nn.ReLU(inplace=True)
+        self.second = torch.nn.Linear(8, 8)
+        self.tied = tied
+        self.heads = torch.nn.ModuleDict({t: torch.nn.Linear(8, 1) for t in NAMES})
+
+    def shared_parameters(self):
+        return [*self.first.parameters(), *self.second.parameters()]
+
+    def forward(self, x):
+        h = self.act(self.first(x))  # the Linear's output changed in place
+        h = self.second(h)
+        if self.tied:  # second's weight read again, outside its call
+            h = h + torch.nn.functional.linear(h, self.second.weight)
+        return {t: self.heads[t](h).squeeze(-1) for t in NAMES}
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_in_place_outputs_and_tied_weights_fall_back_to_exact_products(tied):
+    torch.manual_seed(0)
+    x, y = torch.randn(10, 5), torch.randn(3, 10)
+    results = []
+    for engine in ("batched", "gramian"):
+        torch.manual_seed(1)
+        model = Tied(tied)
+        weighting = create_weighting("mgda", NAMES, engine=engine)
+        with weighting.capture(model):
+            preds = model(x)
+        losses = {t: ((preds[t] - y[k]) ** 2).mean() for k, t in enumerate(NAMES)}
+        owned = {t: list(model.heads[t].parameters()) for t in NAMES}
+        weighting.backward(
+            losses, StepContext(model.shared_parameters(), None, 0, 0, task_parameters=owned)
+        )
+        results.append((weighting.last_gram, [p.grad.clone() for p in model.parameters()]))
+        if engine == "gramian":
+            # first: its output was changed in place (skipped); second: checked, and unsafe if tied
+            assert (id(model.second) in weighting.unsafe_linear) == tied
+            assert (id(model.second) in weighting.verified_linear) == (not tied)
+    (gram, grads), (lazy, lazy_grads) = results
+    torch.testing.assert_close(lazy, gram, rtol=1e-5, atol=1e-9)
+    for a, b in zip(grads, lazy_grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)

@@ -121,3 +121,16 @@ def test_part_losses_are_the_task_losses_of_each_part():
             torch.testing.assert_close(part[t], want[t])
     with pytest.raises(ValueError, match="cannot be split into 8 parts"):
         part_losses(MultiTaskOutput(preds, {}, None), batch, tasks, 8)
+
+
+@pytest.mark.parametrize("name", ["modo", "sdmgrad"])
+def test_an_amp_overflow_step_leaves_the_weights_alone(name):
+    """GradScaler skips a step whose gradients overflowed; the method must not choke on it."""
+    model = PerSample(5)
+    weighting = create_weighting(name, TASKS)
+    losses, ctx = model.context(draws(1)[0])
+    ctx.scale = lambda t: t * float("inf")
+    before = [b.clone() for b in weighting.buffers()]
+    weights = weighting.backward(losses, ctx)
+    assert all(float(w) == 1.0 for w in weights.values())
+    assert all(torch.equal(a, b) for a, b in zip(before, weighting.buffers(), strict=True))

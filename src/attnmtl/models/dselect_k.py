@@ -58,7 +58,8 @@ class DSelectGate(nn.Module):
         z = self.selectors(x).view(x.shape[0], self.k, 1, self.bits)  # (B, S, 1, M)
         s = smooth_step(z, self.gamma)
         r = torch.where(self.codes, s, 1 - s).prod(-1)[..., : self.num_experts]  # (B, S, E)
-        r = r / r.sum(-1, keepdim=True).clamp_min(torch.finfo(r.dtype).tiny)
+        total = r.sum(-1, keepdim=True)  # 0 only when every bit chose a code beyond E
+        r = torch.where(total > 0, r / total.clamp_min(torch.finfo(r.dtype).tiny), 1 / r.shape[-1])
         alpha = torch.softmax(self.mixing(x), -1)  # (B, S)
         return (alpha.unsqueeze(-1) * r).sum(1)
 

@@ -59,8 +59,9 @@ class PLE(ExpertModel):
     the experts above are Linear(D, D) + ReLU on the mixture below, and their gates read that
     mixture. ``num_levels=1`` is CGC (registered as ``cgc``).
 
-    Parameters: only the last level's task-k experts and gate, and task k's tower, serve task k
-    alone; everything below feeds the shared gate and so every task (:meth:`task_modules`).
+    Parameters: the last level's task-k experts and gate, task k's gate one level below (it
+    feeds only those), and task k's tower serve task k alone; everything else feeds a shared
+    gate and so every task (:meth:`task_modules`).
     ``attention[task]`` is task k's last gate (B, E_task + E_shared), its own experts first
     (:meth:`gate_labels` names them); ``features`` is the last level's shared experts' outputs
     (B, E_shared, D).
@@ -133,8 +134,11 @@ class PLE(ExpertModel):
         self.build_towers()
 
     def task_modules(self, task: str) -> list[nn.Module]:
-        """Task k's last-level experts and gate, and its tower."""
-        return [stages(self.levels)[-1][task], stages(self.gates)[-1][task], self.towers[task]]
+        """Task k's last-level experts and gate, the gate below them (it feeds only those), and
+        its tower."""
+        gates = stages(self.gates)
+        own = [stages(self.levels)[-1][task], gates[-1][task], self.towers[task]]
+        return own if len(gates) < 2 else [*own, gates[-2][task]]
 
     def gate_labels(self, task: str) -> list[str]:
         """The items of a task's gate: its own experts, then the shared ones."""

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from attnmtl.core.distributed import current as current_job
 from attnmtl.core.io import write_json_atomic
 from attnmtl.core.losses import label_counts, part_losses, task_losses
+from attnmtl.core.output import MultiTaskOutput
 from attnmtl.core.tasks import Task
 from attnmtl.data import Batch, DataSplits
 from attnmtl.data.dataset import batch_indices
@@ -212,7 +213,8 @@ class Trainer:
         )
         self.shuffle = torch.Generator().manual_seed(train.seed)
         self.shared = list(model.shared_parameters())  # type: ignore[operator]
-        self.shared_groups = model.shared_groups()  # type: ignore[operator]
+        groups = getattr(model, "shared_groups", None)  # (per-layer strategies read it)
+        self.shared_groups = groups() if callable(groups) else None
         self.task_params = {t: list(model.task_parameters(t)) for t in self.tasks}  # type: ignore[operator]
         # Gradient-based strategies take per-task gradients at the shared representation from
         # one backward pass when the model cuts it per task (FeatureSplit).
@@ -406,7 +408,7 @@ class Trainer:
             cut,
             self.dist,
             self.shared_groups,
-            lambda n: part_losses(output, batch, self.tasks, n),
+            lambda n: self.part_losses(output, batch, n),
             lambda: self.recompute(batch),
             self.heldout,
             float(self.optimizer.param_groups[0]["lr"]),
@@ -511,6 +513,14 @@ class Trainer:
         if cut is not None:
             cut.carry_to_root()
 
+    def part_losses(
+        self, output: MultiTaskOutput, batch: Batch, parts: int
+    ) -> list[dict[str, Tensor]]:
+        """The task losses of ``parts`` disjoint parts of the batch, under the same autocast as
+        the step's own losses."""
+        with self.autocast():
+            return part_losses(output, batch, self.tasks, parts)
+
     def heldout(self) -> dict[str, Tensor]:
         """Task losses, with gradient, of a held-out batch of training samples (bilevel
         strategies' look-ahead batch): ``batch_size`` samples drawn at random, a function of
@@ -523,9 +533,16 @@ class Trainer:
         if self.dist is not None and len(index) >= self.dist.world:
             index = self.dist.shard(index)
         batch = self.splits.train.batch(index).to(self.device, non_blocking=True)
+        counts = label_counts(batch, self.tasks)
         with self.autocast():
             output = self.model(batch.inputs, batch.lengths)
-            return task_losses(output, batch, self.tasks)
+            losses = task_losses(output, batch, self.tasks, counts)
+        if self.dist is not None:  # the same tasks everywhere: the global batch's means
+            local = {t: n for t, n in zip(self.tasks, counts, strict=True) if n > 0}
+            losses, _ = self.dist.global_losses(
+                losses, local, self.tasks, lambda t: output.preds[t].sum() * 0, self.device
+            )
+        return losses
 
     def recompute(self, batch: Batch) -> dict[str, Tensor]:
         """The batch's task losses under the updated model, without gradient."""

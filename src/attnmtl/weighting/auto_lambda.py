@@ -42,7 +42,10 @@ class AutoLambda(Weighting):
     SGD on the gradient the step just took (their code adds SGD momentum and weight decay of
     their optimizer), and the weights learnt at a step take effect from the next one (the
     step's own backward pass runs first, so the graph is used before the parameters are
-    perturbed and then restored bit for bit). Cost per step: the held-out batch's forward and
+    perturbed and then restored bit for bit). The two probes θ ± εd of a pair run with the same
+    random state, so dropout masks (and ``ltb``'s Gumbel draws) cancel in their difference.
+    Under torchrun the virtual step uses the gradient averaged over the job, and the held-out
+    losses are the global batch's. Cost per step: the held-out batch's forward and
     backward passes and two forward passes of the batch, about 2.5–3× equal weighting's step —
     ``update_every`` spreads it. The extra forward passes also update any BatchNorm running
     statistics, as in the original. The weights reported are ``λ``.
@@ -111,15 +114,21 @@ class AutoLambda(Weighting):
         if not params:
             return
         lr = ctx.lr
-        factor = float(ctx.scale(torch.ones((), device=params[0].device)))
+        device = params[0].device
+        factor = float(ctx.scale(torch.ones((), device=device)))
         saved = [p.detach().clone() for p in params]
         rows: list[list[float]] = []
         tasks: list[str] = []
+        # both probes of a pair see the same dropout masks and Gumbel draws: their difference
+        # is then the parameters', not the noise's (it is divided by 2ε)
+        seed = int(torch.randint(2**31 - 1, (1,)))
+        devices = [device] if device.type == "cuda" else []
         try:
             with torch.no_grad():  # θ' = θ − α ∇Σλ_k L_k (the gradient just taken)
                 for p in params:
                     if p.grad is not None:
-                        p.sub_(p.grad, alpha=lr / factor)
+                        step = p.grad if ctx.job is None else ctx.job.mean(p.grad.clone())
+                        p.sub_(step, alpha=lr / factor)
             objectives = self.objectives(ctx.heldout())
             directions = []  # d_j = ∇L_val_j(θ'), every one before θ moves again
             for j, objective in enumerate(objectives):
@@ -141,7 +150,9 @@ class AutoLambda(Weighting):
                             p.copy_(keep)
                             if g is not None:
                                 p.add_(g, alpha=sign * eps)
-                    probes.append(ctx.rerun())
+                    with torch.random.fork_rng(devices=devices):
+                        torch.manual_seed(seed)
+                        probes.append(ctx.rerun())
                 plus, minus = probes
                 tasks = [t for t in order if t in plus and t in minus]
                 rows.append([-lr * (float(plus[t]) - float(minus[t])) / (2 * eps) for t in tasks])

@@ -261,7 +261,8 @@ class Weighting(nn.Module, ABC):
         ctx.rerun = recompute if batch is not None else None
         ctx.heldout = heldout if batch is not None else None
         ctx.lr = float(optimizer.param_groups[0]["lr"])
-        self.previous_batch = batch
+        if getattr(self, "looks_ahead", False):  # (only bilevel strategies read it)
+            self.previous_batch = batch
         weights = self.backward(losses, ctx)
         if max_grad_norm is not None:
             nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)

@@ -67,6 +67,7 @@ def fairgrad_weights(gram: Tensor, alpha: float, tol: float = 1e-12, max_iter: i
         if bool(neg.any()):  # stay inside w > 0
             t = min(1.0, 0.99 * float((-x[neg] / step[neg]).min()))
         slope = float(grad @ step)
+        trial, trial_value = x, value
         while t > 1e-12:
             trial = x + t * step
             trial_value = phi(trial)

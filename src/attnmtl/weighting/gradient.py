@@ -170,6 +170,12 @@ class Captured:
     module: nn.Linear
     inputs: Tensor
     output: Tensor
+    versions: tuple[int, int] = (0, 0)  # the input's and output's, when recorded
+
+    def intact(self) -> bool:
+        """Whether neither tensor was changed in place since (``ReLU(inplace=True)`` after the
+        layer would make ``output`` another operation's result)."""
+        return (self.inputs._version, self.output._version) == self.versions
 
 
 def linear_gram(inputs: Tensor, delta: Tensor, bias: bool, job: Distributed | None) -> Tensor:
@@ -179,8 +185,9 @@ def linear_gram(inputs: Tensor, delta: Tensor, bias: bool, job: Distributed | No
     :data:`CHUNK_ENTRIES` entries), multiplied out in float64 and dropped; ``∇b_k = Σ_n δ_k[n]``.
     """
     k, width = delta.shape[0], inputs.shape[-1]
-    x = inputs.reshape(-1, width).float()  # (N, in)
-    d = delta.reshape(k, -1, delta.shape[-1]).float()  # (K, N, out)
+    dtype = torch.promote_types(delta.dtype, torch.float32)  # (float64 models stay float64)
+    x = inputs.reshape(-1, width).to(dtype)  # (N, in)
+    d = delta.reshape(k, -1, delta.shape[-1]).to(dtype)  # (K, N, out)
     gram = torch.zeros(k, k, dtype=torch.float64, device=delta.device)
     chunk = max(1, CHUNK_ENTRIES // (k * width))
     for start in range(0, d.shape[-1], chunk):
@@ -212,6 +219,10 @@ class Layerwise:
     cotangents: Tensor
     groups: list[list[nn.Parameter]]
     linear: list[Captured] = field(default_factory=list)
+    # ids of Linear modules whose recorded call was checked to carry all their gradient, and
+    # of those found not to (a weight also used elsewhere): shared across steps by the strategy
+    verified: set[int] = field(default_factory=set)
+    unsafe: set[int] = field(default_factory=set)
 
     def gram(self, job: Distributed | None) -> Tensor:
         """``GGᵀ`` (K, K) in float64, accumulated layer by layer, never the K×P matrix: a
@@ -229,10 +240,12 @@ class Layerwise:
             c
             for c in self.linear
             if calls[id(c.module)] == 1
+            and id(c.module) not in self.unsafe
+            and c.intact()
             and c.output.requires_grad
             and all(id(p) in shared for p in c.module.parameters())
         ]
-        covered = {id(p) for c in linear for p in c.module.parameters()}
+        parts: dict[int, Tensor] = {}
         for c in linear:  # the K cotangents a few tasks at a time: K× activations never live
             delta = c.output.new_empty((k, *c.output.shape))
             for start in range(0, k, TASK_CHUNK):
@@ -240,8 +253,24 @@ class Layerwise:
                 delta[start : start + TASK_CHUNK] = vjp_rows(
                     self.output, [c.output], part, retain_graph=True
                 )[0]
-            gram += linear_gram(c.inputs, delta, c.module.bias is not None, job)
+            bias, new = c.module.bias is not None, id(c.module) not in self.verified
+            # this process's own Gram: the answer in one process, and what the check reads
+            local = linear_gram(c.inputs, delta, bias, None) if job is None or new else None
+            if new:
+                assert local is not None
+                if not self.verify(c.module, local):  # a weight also used elsewhere
+                    self.unsafe.add(id(c.module))
+                    continue
+                self.verified.add(id(c.module))
+            if job is None:
+                assert local is not None
+                parts[id(c.module)] = local
+            else:
+                parts[id(c.module)] = linear_gram(c.inputs, delta, bias, job)
             del delta
+        covered = {id(p) for c in linear if id(c.module) in parts for p in c.module.parameters()}
+        for part_gram in parts.values():
+            gram += part_gram
         for params in self.groups:
             rest = [p for p in params if id(p) not in covered]
             if not rest:
@@ -257,6 +286,23 @@ class Layerwise:
                     gram += part @ part.T
             del rows
         return gram
+
+    def verify(self, module: nn.Linear, gram: Tensor) -> bool:
+        """Whether ``gram``, the Linear rule's Gram of ``module`` from its recorded call, is
+        that of its parameters' whole gradient: for a random combination ``r`` of the tasks,
+        ``‖∇(Σ r_k L_k)‖²`` over the module's parameters must equal ``rᵀ gram r`` (1e-4
+        relative). Checked once per module, the first time it is recorded; a weight also used
+        outside its call (tied, or read directly) fails it and goes the vector-Jacobian way."""
+        generator = torch.Generator().manual_seed(0)
+        r = torch.randn(gram.shape[0], dtype=torch.float64, generator=generator)
+        combined = torch.tensordot(r.to(self.cotangents), self.cotangents, dims=1)
+        params = list(module.parameters())
+        grads = torch.autograd.grad(
+            self.output, params, combined, retain_graph=True, allow_unused=True
+        )
+        direct = sum(float(g.double().square().sum()) for g in grads if g is not None)
+        rule = float(r.to(gram) @ gram @ r.to(gram))
+        return abs(direct - rule) <= 1e-4 * max(direct, rule, 1e-30)
 
     def apply(self, coefficients: Tensor) -> None:
         """One backward pass of ``Σ_k c_k cotangent_k`` to the shared parameters."""
@@ -379,6 +425,7 @@ def task_gradients(
     engine: Engine = "batched",
     need_shared: bool = True,
     captured: Sequence[Captured] = (),
+    checked: tuple[set[int], set[int]] = (set(), set()),
 ) -> TaskGradients:
     """The per-task gradients of ``losses`` (K,) (already scaled for AMP) for ``tasks``.
 
@@ -409,7 +456,7 @@ def task_gradients(
         if mode == "features" or not need_shared or not root.requires_grad:
             return TaskGradients([cotangents.flatten(1)], [], root, task_grads, task_params)
         if engine == "gramian":
-            lazy = Layerwise(root, cotangents, layer_groups(ctx), list(captured))
+            lazy = Layerwise(root, cotangents, layer_groups(ctx), list(captured), *checked)
             return TaskGradients([], shared, None, task_grads, task_params, lazy=lazy)
         blocks = vjp_rows(root, shared, cotangents, retain_graph=False)
         return TaskGradients([b.flatten(1) for b in blocks], shared, None, task_grads, task_params)
@@ -440,7 +487,7 @@ def task_gradients(
             else [],
             task_params,
         )
-        lazy = Layerwise(losses, eye, layer_groups(ctx), list(captured))
+        lazy = Layerwise(losses, eye, layer_groups(ctx), list(captured), *checked)
         return TaskGradients([], shared, None, task_grads, task_params, lazy=lazy)
     if not need_shared:
         blocks, deferred = [], losses
@@ -547,6 +594,9 @@ class GradientBased(Weighting):
         self.update_every = update_every
         self.engine: Engine = engine
         self.captured = []
+        # the gramian engine's Linear modules checked once (Layerwise.verify): safe, unsafe
+        self.verified_linear: set[int] = set()
+        self.unsafe_linear: set[int] = set()
         self.register_buffer("coefficients", torch.ones(len(self.tasks)))
 
     def wants_split(self) -> bool:
@@ -573,7 +623,9 @@ class GradientBased(Weighting):
         def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
             if torch.is_grad_enabled() and isinstance(output, Tensor) and args:
                 assert isinstance(module, nn.Linear)
-                self.captured.append(Captured(module, args[0].detach(), output))
+                x = args[0].detach()
+                versions = (x._version, output._version)
+                self.captured.append(Captured(module, x, output, versions))
 
         handles = [
             m.register_forward_hook(hook)
@@ -650,6 +702,7 @@ class GradientWeighting(GradientBased):
             self.engine,
             need_shared=solve,
             captured=self.take_captured(),
+            checked=(self.verified_linear, self.unsafe_linear),
         )
         if solve:
             c = self.solve(grads, ctx, stacked.detach(), order, index)
@@ -880,7 +933,11 @@ class SampledWeighting(GradientBased):
             matrix = ctx.job.mean(matrix)
         matrix = (matrix / factor).view(self.samples, len(order), -1)
         self.last_gram, self.last_tasks = gram_of([matrix.mean(0)]), tuple(order)
-        d, c = self.direction(matrix, stacked.detach(), index)
+        if not bool(torch.isfinite(self.last_gram).all()):
+            # overflow under AMP: GradScaler skips this step; the method's state stays as is
+            d, c = matrix[-1].sum(0), torch.ones_like(stacked)
+        else:
+            d, c = self.direction(matrix, stacked.detach(), index)
         c = c.to(stacked.dtype)
         self.coefficients[index] = c.detach().to(self.coefficients.dtype)
         grads.apply_direction(d * factor, c, weighted=False)

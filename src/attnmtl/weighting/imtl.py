@@ -113,6 +113,11 @@ class IMTL(GradientWeighting):
         )
         if variant not in VARIANTS:
             raise ValueError(f"variant={variant!r}; expected one of: {', '.join(VARIANTS)}")
+        if log_losses and variant != "g":
+            raise ValueError(
+                f"log_losses with variant={variant!r}: log(e^s L) has the gradient of log L, so "
+                "the learnt loss scales would do nothing; use variant=g (IMTL-G on log losses)"
+            )
         self.variant: Variant = variant
         if variant == "l":
             self.needs = "losses"

@@ -20,6 +20,7 @@ from attnmtl.weighting.gradient import (
     GradientWeighting,
     Mode,
     accumulate,
+    gram_of,
     task_gradients,
 )
 from attnmtl.weighting.registry import create_weighting, register_weighting
@@ -152,9 +153,7 @@ class PerGroup(GradientBased):
         whole = torch.zeros(len(order), len(order), dtype=torch.float64, device=stacked.device)
         total = torch.zeros(len(order), dtype=torch.float64, device=stacked.device)
         for members, method in zip(groups, methods, strict=True):
-            gram = sum(blocks[i].double() @ blocks[i].double().T for i in members)
-            assert isinstance(gram, Tensor)
-            gram = gram / factor**2
+            gram = gram_of([blocks[i] for i in members]) / factor**2
             whole += gram
             method.job = ctx.job
             if bool(torch.isfinite(gram).all()):
