@@ -134,3 +134,23 @@ def test_an_amp_overflow_step_leaves_the_weights_alone(name):
     weights = weighting.backward(losses, ctx)
     assert all(float(w) == 1.0 for w in weights.values())
     assert all(torch.equal(a, b) for a, b in zip(before, weighting.buffers(), strict=True))
+
+
+@pytest.mark.parametrize("name", ["modo", "sdmgrad"])
+def test_a_forward_pass_per_part_gives_the_same_update(name):
+    """StepContext.part_forward (a graph per part, cheaper backward passes) and parts (slices of
+    the one forward pass) are the same estimates."""
+    A = draws(1, seed=3)[0]
+    updates = []
+    for separate in (False, True):
+        model = PerSample(5)
+        losses, ctx = model.context(A)
+        if separate:
+            ctx.part_forward = lambda n, theta=model.theta: [
+                {t: (A[i::n, k] @ theta + 10.0).mean() for k, t in enumerate(TASKS)}
+                for i in range(n)
+            ]
+            ctx.parts = None
+        create_weighting(name, TASKS).backward(losses, ctx)
+        updates.append(model.theta.grad.clone())
+    torch.testing.assert_close(updates[1], updates[0])

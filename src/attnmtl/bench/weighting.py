@@ -133,6 +133,7 @@ class Variant:
                 }
                 for i in range(n)
             ],
+            part_forward=lambda n: [self.losses(x[i::n], labels[:, i::n], tasks) for i in range(n)],
             rerun=lambda: self.losses(x, labels, tasks, grad=False),
             heldout=lambda: self.losses(x.flip(0), labels.flip(1), tasks),  # other pairing
             lr=float(self.optimizer.param_groups[0]["lr"]),

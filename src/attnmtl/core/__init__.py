@@ -10,7 +10,7 @@ only.
 from attnmtl.core.batch import Batch, Inputs, move_inputs
 from attnmtl.core.distributed import Distributed
 from attnmtl.core.io import write_json_atomic, write_text_atomic
-from attnmtl.core.losses import label_counts, part_losses, task_losses
+from attnmtl.core.losses import label_counts, part_batches, part_losses, task_losses
 from attnmtl.core.output import MultiTaskOutput
 from attnmtl.core.registry import Registry
 from attnmtl.core.tasks import TASK_KINDS, Task
@@ -25,6 +25,7 @@ __all__ = [
     "Task",
     "label_counts",
     "move_inputs",
+    "part_batches",
     "part_losses",
     "task_losses",
     "write_json_atomic",

@@ -46,6 +46,22 @@ class Batch:
     def __len__(self) -> int:
         return int(next(iter(self.label_mask.values())).shape[0])
 
+    def rows(self, rows: Tensor) -> Batch:
+        """The samples at positions ``rows`` (a long tensor on the batch's device)."""
+        inputs = (
+            self.inputs[rows]
+            if isinstance(self.inputs, Tensor)
+            else {k: v[rows] for k, v in self.inputs.items()}
+        )
+        return Batch(
+            inputs,
+            {k: v[rows] for k, v in self.labels.items()},
+            {k: v[rows] for k, v in self.label_mask.items()},
+            None if self.lengths is None else self.lengths[rows],
+            None if self.index is None else self.index[rows.cpu()],
+            {k: v[rows] for k, v in self.anchors.items()},
+        )
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """This batch on ``device``."""
         return Batch(

@@ -54,6 +54,17 @@ def task_losses(
     return losses
 
 
+def part_batches(batch: Batch, parts: int) -> list[Batch]:
+    """``parts`` disjoint parts of ``batch``: samples ``i, i + parts, ...`` form part i."""
+    if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
+        raise ValueError(f"parts={parts!r}; expected an integer >= 1")
+    if len(batch) < parts:
+        raise ValueError(f"a batch of {len(batch)} samples cannot be split into {parts} parts")
+    device = next(iter(batch.label_mask.values())).device
+    every = torch.arange(len(batch), device=device)
+    return [batch.rows(every[i::parts]) for i in range(parts)]
+
+
 def part_losses(
     output: MultiTaskOutput, batch: Batch, tasks: Mapping[str, Task], parts: int
 ) -> list[dict[str, Tensor]]:

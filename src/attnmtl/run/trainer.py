@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from attnmtl.core.distributed import current as current_job
 from attnmtl.core.io import write_json_atomic
-from attnmtl.core.losses import label_counts, part_losses, task_losses
+from attnmtl.core.losses import label_counts, part_batches, part_losses, task_losses
 from attnmtl.core.output import MultiTaskOutput
 from attnmtl.core.tasks import Task
 from attnmtl.data import Batch, DataSplits
@@ -409,6 +409,7 @@ class Trainer:
             self.dist,
             self.shared_groups,
             lambda n: self.part_losses(output, batch, n),
+            lambda n: self.part_forward(batch, n),
             lambda: self.recompute(batch),
             self.heldout,
             float(self.optimizer.param_groups[0]["lr"]),
@@ -520,6 +521,15 @@ class Trainer:
         the step's own losses."""
         with self.autocast():
             return part_losses(output, batch, self.tasks, parts)
+
+    def part_forward(self, batch: Batch, parts: int) -> list[dict[str, Tensor]]:
+        """The task losses of ``parts`` disjoint parts of the batch, a forward pass each."""
+        out = []
+        for part in part_batches(batch, parts):
+            with self.autocast():
+                output = self.model(part.inputs, part.lengths)
+                out.append(task_losses(output, part, self.tasks))
+        return out
 
     def heldout(self) -> dict[str, Tensor]:
         """Task losses, with gradient, of a held-out batch of training samples (bilevel

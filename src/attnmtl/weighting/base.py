@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from attnmtl.core.batch import Batch
 from attnmtl.core.distributed import Distributed
-from attnmtl.core.losses import part_losses, task_losses
+from attnmtl.core.losses import part_batches, part_losses, task_losses
 from attnmtl.core.output import MultiTaskOutput
 from attnmtl.models.base import FeatureSplit, MultiTaskModel
 
@@ -100,6 +100,9 @@ class StepContext:
         parts: ``parts(n)`` gives the task losses of n disjoint parts of this batch from the
             same forward pass (:func:`~attnmtl.core.losses.part_losses`), for strategies that
             need independent estimates (MoDo, SDMGrad); None when the batch is not at hand.
+        part_forward: as ``parts``, but from a forward pass per part (graphs of their own), so
+            each part's gradients cost a backward pass over its own samples only; None when the
+            model or the batch is not at hand.
         rerun: ``rerun()`` gives this batch's task losses under the model's parameters as they
             are when it is called, without gradient (bilevel methods perturb the parameters
             and look); None when the batch is not at hand.
@@ -119,6 +122,7 @@ class StepContext:
     job: Distributed | None = None
     groups: Sequence[Sequence[int]] | None = None
     parts: Callable[[int], list[dict[str, Tensor]]] | None = None
+    part_forward: Callable[[int], list[dict[str, Tensor]]] | None = None
     rerun: Callable[[], dict[str, Tensor]] | None = None
     heldout: Callable[[], dict[str, Tensor]] | None = None
     lr: float | None = None
@@ -259,6 +263,11 @@ class Weighting(nn.Module, ABC):
 
         ctx = StepContext.from_model(model, output, step, epoch, batch=batch)
         ctx.rerun = recompute if batch is not None else None
+        if batch is not None:
+            ctx.part_forward = lambda n: [
+                task_losses(model(b.inputs, b.lengths), b, model.tasks)
+                for b in part_batches(batch, n)
+            ]
         ctx.heldout = heldout if batch is not None else None
         ctx.lr = float(optimizer.param_groups[0]["lr"])
         if getattr(self, "looks_ahead", False):  # (only bilevel strategies read it)

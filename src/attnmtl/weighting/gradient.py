@@ -853,10 +853,13 @@ class SampledWeighting(GradientBased):
     :meth:`direction`.
 
     The estimates come from ``samples`` disjoint parts of the batch (samples ``i, i + S, ...``
-    form part i; ``StepContext.parts``, which the Trainer and :meth:`Weighting.step` provide),
-    all from the one forward pass: one vmapped backward pass of the S·K part losses gives the
-    (S, K, P) gradients of the shared parameters. Task-specific parameters take the raw
-    gradient of their whole-batch loss (the mean of the parts', as LibMTL averages the three).
+    form part i): with ``StepContext.part_forward`` (the Trainer, :meth:`Weighting.step` and
+    the benchmark provide it) a forward pass per part, and per part one vmapped backward pass
+    of its K losses over its own samples, so the S estimates cost about one K-row backward pass
+    of the whole batch plus one forward pass; with ``StepContext.parts`` alone, the parts of the
+    one forward pass, each of the S·K rows a backward pass over the whole batch. Task-specific
+    parameters take the raw gradient of their whole-batch loss (the mean of the parts', as
+    LibMTL averages the three).
     ``parameters`` mode, and the ``batched`` or ``loop`` engine: the estimates are of the
     shared parameters' gradients, held (S·K, P). A task without a labelled sample in a part has
     a zero estimate there.
@@ -892,25 +895,58 @@ class SampledWeighting(GradientBased):
         """The shared update ``d`` (P,) and the weights ``c`` (K,) reported, from the
         estimates ``samples`` (S, K, P) (unscaled for AMP)."""
 
+    def objective_of(
+        self, part: Mapping[str, Tensor], order: Sequence[str], stacked: Tensor
+    ) -> list[Tensor]:
+        """A part's K objectives (its losses, or their logs); a task with no labelled sample
+        in the part gets a zero with no gradient path."""
+        out = []
+        for k, task in enumerate(order):
+            value = part.get(task)
+            if value is None:
+                out.append(stacked[k].detach() * 0)
+            else:
+                out.append(value.clamp_min(LOSS_FLOOR).log() if self.log_losses else value)
+        return out
+
+    def rows_of(self, values: Tensor, shared: Sequence[nn.Parameter]) -> list[Tensor]:
+        """The gradients (R, n_i) of ``values`` (R,) for every shared parameter."""
+        if self.engine == "loop":  # the naive reference: one backward pass per row
+            return [b.flatten(1) for b in loop_rows(values, shared)]
+        eye = torch.eye(len(values), dtype=values.dtype, device=values.device)
+        return [b.flatten(1) for b in vjp_rows(values, shared, eye, retain_graph=False)]
+
+    def part_rows(
+        self,
+        parts: Sequence[Mapping[str, Tensor]],
+        order: Sequence[str],
+        ctx: StepContext,
+        shared: Sequence[nn.Parameter],
+    ) -> list[Tensor]:
+        """The (S·K, n_i) gradient blocks from one graph per part (zero rows for a task with
+        no labelled sample in a part)."""
+        filler = shared[0].new_zeros(len(order))
+        per_part = []
+        for part in parts:
+            live = [k for k, t in enumerate(order) if t in part]
+            full = [p.new_zeros(len(order), p.numel()) for p in shared]
+            if live:
+                values = self.objective_of(part, order, filler)
+                vector = ctx.scale(torch.stack([values[k] for k in live]))
+                for rows, block in zip(full, self.rows_of(vector, shared), strict=True):
+                    rows[live] = block.to(rows.dtype)
+            per_part.append(full)
+        return [torch.cat([part[j] for part in per_part]) for j in range(len(shared))]
+
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         """The part losses' gradients, :meth:`direction`, and its update."""
         order, index, stacked, objective = self.prepare(losses, ctx)
-        if ctx.parts is None:
+        if ctx.parts is None and ctx.part_forward is None:
             raise ValueError(
                 f"{type(self).__name__} needs the losses of disjoint parts of the batch "
                 "(StepContext.parts): train with the Trainer or weighting.step(..., batch=batch), "
                 "or build the context with StepContext.from_model(..., batch=batch)"
             )
-        rows = []
-        for part in ctx.parts(self.samples):
-            for k, task in enumerate(order):
-                value = part.get(task)
-                if value is None:  # no labelled sample of the task in this part
-                    value = stacked[k] * 0
-                elif self.log_losses:
-                    value = value.clamp_min(LOSS_FLOOR).log()
-                rows.append(value)
-        sampled = ctx.scale(torch.stack(rows))  # (S·K,)
         task_params = [list(ctx.task_parameters.get(t, ())) for t in order]
         flat_task = [p for params in task_params for p in params]
         own = (
@@ -921,11 +957,13 @@ class SampledWeighting(GradientBased):
             else ()
         )
         shared = list(ctx.shared_parameters)
-        if self.engine == "loop":  # the naive reference: one backward pass per row
-            blocks = [b.flatten(1) for b in loop_rows(sampled, shared)]
-        else:
-            eye = torch.eye(len(rows), dtype=sampled.dtype, device=sampled.device)
-            blocks = [b.flatten(1) for b in vjp_rows(sampled, shared, eye, retain_graph=False)]
+        if ctx.part_forward is not None:  # a graph per part: each backward over its own rows
+            blocks = self.part_rows(ctx.part_forward(self.samples), order, ctx, shared)
+        else:  # the parts of the one forward pass: each backward over the whole batch
+            assert ctx.parts is not None
+            rows = [self.objective_of(part, order, stacked) for part in ctx.parts(self.samples)]
+            sampled = ctx.scale(torch.stack([r for part in rows for r in part]))  # (S·K,)
+            blocks = self.rows_of(sampled, shared)
         grads = TaskGradients(blocks, shared, None, unflatten(list(own), task_params), task_params)
         factor = ctx.scale(torch.ones((), dtype=stacked.dtype, device=stacked.device))
         matrix = torch.cat(blocks, 1)  # (S·K, P)
