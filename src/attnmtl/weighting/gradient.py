@@ -108,11 +108,14 @@ class TaskGradients:
             return self.lazy.gram(None)
         return gram_of(self.blocks)
 
-    def apply(self, coefficients: Tensor, weighted: bool) -> None:
-        """Write ``cᵀG`` to the shared side and each task's gradient to its own parameters."""
+    def apply(self, coefficients: Tensor, weighted: bool, job: Distributed | None = None) -> bool:
+        """Write ``cᵀG`` to the shared side and each task's gradient to its own parameters;
+        False (nothing written) when the gramian engine must solve the step again
+        (:meth:`Layerwise.apply`)."""
         c = coefficients
         if self.lazy is not None:
-            self.lazy.apply(c)
+            if not self.lazy.apply(c, job):
+                return False
         elif self.deferred is not None:
             c = coefficients.to(self.deferred.dtype)
             combined = (c * self.deferred).sum()
@@ -129,6 +132,7 @@ class TaskGradients:
             for param, block in zip(self.targets, self.blocks, strict=True):
                 accumulate(param, (c @ block).view_as(param))
         self.apply_own(c, weighted)
+        return True
 
     def apply_direction(self, direction: Tensor, coefficients: Tensor, weighted: bool) -> None:
         """Write the shared update ``direction`` (N,) — the blocks' columns, concatenated — and
@@ -223,6 +227,8 @@ class Layerwise:
     # of those found not to (a weight also used elsewhere): shared across steps by the strategy
     verified: set[int] = field(default_factory=set)
     unsafe: set[int] = field(default_factory=set)
+    # modules recorded for the first time this step: their rule's local Gram, checked in apply
+    pending: dict[int, tuple[nn.Module, Tensor]] = field(default_factory=dict)
 
     def gram(self, job: Distributed | None) -> Tensor:
         """``GGᵀ`` (K, K) in float64, accumulated layer by layer, never the K×P matrix: a
@@ -253,20 +259,11 @@ class Layerwise:
                 delta[start : start + TASK_CHUNK] = vjp_rows(
                     self.output, [c.output], part, retain_graph=True
                 )[0]
-            bias, new = c.module.bias is not None, id(c.module) not in self.verified
-            # this process's own Gram: the answer in one process, and what the check reads
-            local = linear_gram(c.inputs, delta, bias, None) if job is None or new else None
-            if new:
-                assert local is not None
-                if not self.verify(c.module, local):  # a weight also used elsewhere
-                    self.unsafe.add(id(c.module))
-                    continue
-                self.verified.add(id(c.module))
-            if job is None:
-                assert local is not None
-                parts[id(c.module)] = local
-            else:
-                parts[id(c.module)] = linear_gram(c.inputs, delta, bias, job)
+            bias = c.module.bias is not None
+            local = linear_gram(c.inputs, delta, bias, None)
+            if id(c.module) not in self.verified:  # checked against the update (see apply)
+                self.pending[id(c.module)] = (c.module, local)
+            parts[id(c.module)] = local if job is None else linear_gram(c.inputs, delta, bias, job)
             del delta
         covered = {id(p) for c in linear if id(c.module) in parts for p in c.module.parameters()}
         for part_gram in parts.values():
@@ -287,32 +284,51 @@ class Layerwise:
             del rows
         return gram
 
-    def verify(self, module: nn.Linear, gram: Tensor) -> bool:
-        """Whether ``gram``, the Linear rule's Gram of ``module`` from its recorded call, is
-        that of its parameters' whole gradient: for a random combination ``r`` of the tasks,
-        ``‖∇(Σ r_k L_k)‖²`` over the module's parameters must equal ``rᵀ gram r`` (1e-4
-        relative). Checked once per module, the first time it is recorded; a weight also used
-        outside its call (tied, or read directly) fails it and goes the vector-Jacobian way."""
-        generator = torch.Generator().manual_seed(0)
-        r = torch.randn(gram.shape[0], dtype=torch.float64, generator=generator)
-        combined = torch.tensordot(r.to(self.cotangents), self.cotangents, dims=1)
-        params = list(module.parameters())
-        grads = torch.autograd.grad(
-            self.output, params, combined, retain_graph=True, allow_unused=True
-        )
-        direct = sum(float(g.double().square().sum()) for g in grads if g is not None)
-        rule = float(r.to(gram) @ gram @ r.to(gram))
-        return abs(direct - rule) <= 1e-4 * max(direct, rule, 1e-30)
+    def apply(self, coefficients: Tensor, job: Distributed | None = None) -> bool:
+        """One backward pass of ``Σ_k c_k cotangent_k`` to the shared parameters.
 
-    def apply(self, coefficients: Tensor) -> None:
-        """One backward pass of ``Σ_k c_k cotangent_k`` to the shared parameters."""
+        A Linear recorded for the first time is checked here, on the gradient this pass
+        computes anyway: its parameters' ``‖∇Σ_k c_k L_k‖²`` must equal ``cᵀ G_m c`` of its
+        rule's Gram (1e-4 relative). A weight also used outside its call (tied, or read
+        directly) fails; it is then marked for vector-Jacobian products, nothing is written and
+        False returned, for the caller to solve the step again (the graph is kept for it).
+        Every process of a job agrees on the verdict.
+        """
         c = coefficients.to(self.cotangents.dtype)
         combined = torch.tensordot(c, self.cotangents, dims=1)  # (*output.shape)
         shared = [p for params in self.groups for p in params]
-        grads = torch.autograd.grad(self.output, shared, combined, allow_unused=True)
+        checking = bool(self.pending)
+        grads = torch.autograd.grad(
+            self.output, shared, combined, allow_unused=True, retain_graph=checking
+        )
+        if checking:
+            found = dict(zip(map(id, shared), grads, strict=True))
+            c64 = coefficients.double().to(self.cotangents.device)
+            bad = []
+            for key, (module, gram) in self.pending.items():
+                direct = sum(  # (a norm, no float64 copy of a layer's gradient)
+                    float(torch.dot(found[id(p)].reshape(-1), found[id(p)].reshape(-1)))
+                    for p in module.parameters()
+                    if found.get(id(p)) is not None
+                )
+                rule = float(c64 @ gram.to(c64) @ c64)
+                if abs(direct - rule) > 1e-4 * max(direct, rule, 1e-30):
+                    bad.append(key)
+            flag = torch.tensor([float(bool(bad))], device=self.cotangents.device)
+            if job is not None:
+                flag = job.all_max(flag)
+            if float(flag) > 0:
+                self.unsafe.update(bad)
+                if not bad:  # another process found one: the same modules go everywhere
+                    self.unsafe.update(self.pending)
+                self.pending.clear()
+                return False
+            self.verified.update(self.pending)
+            self.pending.clear()
         for param, grad in zip(shared, grads, strict=True):
             if grad is not None:
                 accumulate(param, grad)
+        return True
 
 
 def layer_groups(ctx: StepContext) -> list[list[nn.Parameter]]:
@@ -709,7 +725,12 @@ class GradientWeighting(GradientBased):
             self.coefficients[index] = c.detach().to(self.coefficients.dtype)
         else:
             c = self.coefficients[index].to(stacked.dtype)
-        grads.apply(c, weighted=self.task_gradients == "weighted")
+        weighted = self.task_gradients == "weighted"
+        while not grads.apply(c, weighted, ctx.job):  # a recorded Linear's rule did not hold:
+            # solve again without it (each failure marks modules, so this ends; a stateful
+            # method's state then takes this first step twice)
+            c = self.solve(grads, ctx, stacked.detach(), order, index)
+            self.coefficients[index] = c.detach().to(self.coefficients.dtype)
         return self.report(order, c, stacked)
 
     def solve(
