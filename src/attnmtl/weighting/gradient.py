@@ -34,8 +34,8 @@ chunk of rows at a time and multiplied out (:func:`linear_gram`); any other laye
 block comes from a vmapped backward pass to its parameters and is dropped once multiplied
 out. Once the method has its coefficients, one backward pass of the combined cotangent
 ``cᵀ(cotangents)`` writes the update. At 10M shared parameters and K = 8 its peak memory was
-2.0× the parameters' above a plain backward pass, where ``batched`` needs about K×; it costs
-a few partial backward passes per layer more.
+1.9× the parameters' above a plain backward pass (median of three), where ``batched`` needs
+about K×; it costs a few partial backward passes per layer more.
 
 Models without a split (cross-stitch, MTAN, MMoE have no single shared representation) run in
 ``parameters`` mode with the K backward passes vmapped from the losses. ``engine="loop"`` is the
@@ -161,7 +161,7 @@ CHUNK_ENTRIES = 2**20
 
 # Tasks whose cotangents one vector-Jacobian product of the gramian engine carries: the
 # backward pass holds this many copies of the activations it traverses, not K. One: at 10M
-# shared parameters and K = 8 it kept the engine's extra memory at 2.0x the parameters'
+# shared parameters and K = 8 it kept the engine's extra memory at 1.7-2.0x the parameters'
 # (2.1-2.3x with two tasks a vjp, for 12% less time).
 TASK_CHUNK = 1
 
