@@ -57,13 +57,16 @@ def _worker(rank: int, world: int, rendezvous: str, queue: mp.Queue) -> None:
     # features-mode Gram: rows of this rank's samples only
     g = torch.ones(2, 3)  # (K, this rank's 3 samples)
     gram = job.gram(g @ g.T, features=True)
+    # plain lists, not tensors: a tensor crosses the queue as a shared-memory file descriptor
+    # that the parent must fetch from this process, which may have exited by then (a
+    # "connection reset" under load)
     queue.put(
         (
             rank,
             {k: float(v.detach()) for k, v in losses.items()},
             global_counts,
-            w.grad.clone(),
-            gram,
+            w.grad.tolist(),
+            gram.tolist(),
         )
     )
     dist.destroy_process_group()
@@ -76,7 +79,10 @@ def test_global_losses_gradient_and_gram_match_one_process(tmp_path) -> None:
     procs = [ctx.Process(target=_worker, args=(r, 2, rendezvous, queue)) for r in range(2)]
     for p in procs:
         p.start()
-    results = dict((item[0], item[1:]) for item in (queue.get(timeout=300) for _ in procs))
+    results = {}
+    for item in (queue.get(timeout=300) for _ in procs):
+        rank, values, counts, grad, gram = item
+        results[rank] = (values, counts, torch.tensor(grad), torch.tensor(gram))
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0, f"a worker ended with exit code {p.exitcode}"
