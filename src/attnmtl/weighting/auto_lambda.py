@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from attnmtl.weighting.base import StepContext, Weighting
 from attnmtl.weighting.gradient import check_positive
@@ -110,7 +110,8 @@ class AutoLambda(Weighting):
                 "data: it needs StepContext.heldout, rerun and lr, which the Trainer provides"
             )
         owned = [p for group in ctx.task_parameters.values() for p in group]
-        params = _unique([*ctx.shared_parameters, *owned])
+        every = [*ctx.shared_parameters, *owned]  # each once, trainable
+        params = list({id(p): p for p in every if p.requires_grad}.values())
         if not params:
             return
         lr = ctx.lr
@@ -192,13 +193,3 @@ class AutoLambda(Weighting):
         self.adam_m[idx], self.adam_v[idx] = m, v
         step = (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8)
         self.lambdas[idx] = self.lambdas[idx] - self.meta_lr * step
-
-
-def _unique(params: Sequence[nn.Parameter]) -> list[nn.Parameter]:
-    seen: set[int] = set()
-    out = []
-    for p in params:
-        if id(p) not in seen and p.requires_grad:
-            seen.add(id(p))
-            out.append(p)
-    return out

@@ -5,15 +5,13 @@ Axes: K tasks present in the batch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
 from attnmtl.weighting.gradient import Engine, GradientWeighting, Mode
 from attnmtl.weighting.registry import register_weighting
-from attnmtl.weighting.upgrad import cone_projection, unit_gram
+from attnmtl.weighting.upgrad import cone_projection, preference, set_preference, unit_gram
 
 
 @register_weighting("dualproj")
@@ -53,27 +51,11 @@ class DualProj(GradientWeighting):
         super().__init__(
             tasks, mode=mode, update_every=update_every, engine=engine, log_losses=log_losses
         )
-        k = len(self.tasks)
-        if weights is not None:
-            values = [float(w) for w in weights]
-            if (
-                len(values) != k
-                or not all(math.isfinite(w) and w >= 0 for w in values)
-                or not any(w > 0 for w in values)
-            ):
-                raise ValueError(
-                    f"weights={weights!r}; expected {k} finite numbers >= 0, not all zero"
-                )
-            self.register_buffer("preference", torch.tensor(values), persistent=False)
-        self.uniform = weights is None
+        set_preference(self, weights)
 
     def combine(self, gram: Tensor, losses: Tensor, index: list[int]) -> Tensor:
         """``c = w + λ``: the weighted mean's projection onto the dual cone."""
-        k = gram.shape[0]
-        if self.uniform:
-            w = torch.full((k,), 1.0 / k, dtype=gram.dtype, device=gram.device)
-        else:
-            w = self.preference[index].to(gram.dtype)
+        w = preference(self, index, gram)
         norm, inv, unit = unit_gram(gram)
         u = (w * norm)[None]  # (1, K): x = Gᵀw = Ûᵀ(w ∘ ‖g‖) in unit coordinates
         b = u @ unit  # (1, K): ⟨ĝ_j, x⟩

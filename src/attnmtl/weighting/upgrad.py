@@ -98,6 +98,31 @@ def ball_projection(gram: Tensor, b: Tensor, guess: Tensor, floor: float, radius
     return _path(gram, b, floor, torch.tensor([radius2], dtype=gram.dtype))[0]
 
 
+def set_preference(weighting: GradientWeighting, weights: Sequence[float] | None) -> None:
+    """Validate a per-task preference ``weights`` (finite, >= 0, not all zero) and keep it as
+    the non-persistent buffer ``preference``; None: the mean (``uniform``)."""
+    k = len(weighting.tasks)
+    if weights is not None:
+        values = [float(w) for w in weights]
+        if (
+            len(values) != k
+            or not all(math.isfinite(w) and w >= 0 for w in values)
+            or not any(w > 0 for w in values)
+        ):
+            raise ValueError(f"weights={weights!r}; expected {k} finite numbers >= 0, not all zero")
+        weighting.register_buffer("preference", torch.tensor(values), persistent=False)
+    setattr(weighting, "uniform", weights is None)  # noqa: B010 (set on any strategy)
+
+
+def preference(weighting: GradientWeighting, index: list[int], gram: Tensor) -> Tensor:
+    """The present tasks' preference weights (K,): their given ones, or 1/K each."""
+    k = gram.shape[0]
+    if getattr(weighting, "uniform", True):
+        return torch.full((k,), 1.0 / k, dtype=gram.dtype, device=gram.device)
+    given: Tensor = getattr(weighting, "preference")  # noqa: B009
+    return given[index].to(gram.dtype)
+
+
 def unit_gram(gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``‖g_k‖`` (K,), ``1/‖g_k‖`` (0 for a zero gradient) and the Gram matrix of the unit
     gradients with ``1 + RIDGE`` on its diagonal (a dummy 1 for a zero gradient, which then
@@ -215,27 +240,11 @@ class UPGrad(GradientWeighting):
         super().__init__(
             tasks, mode=mode, update_every=update_every, engine=engine, log_losses=log_losses
         )
-        k = len(self.tasks)
-        if weights is not None:
-            values = [float(w) for w in weights]
-            if (
-                len(values) != k
-                or not all(math.isfinite(w) and w >= 0 for w in values)
-                or not any(w > 0 for w in values)
-            ):
-                raise ValueError(
-                    f"weights={weights!r}; expected {k} finite numbers >= 0, not all zero"
-                )
-            self.register_buffer("preference", torch.tensor(values), persistent=False)
-        self.uniform = weights is None
+        set_preference(self, weights)
 
     def combine(self, gram: Tensor, losses: Tensor, index: list[int]) -> Tensor:
         """``c = Σ_i w_i (e_i + λ_i)``, ``λ_i`` the multipliers of ``g_i``'s projection."""
-        k = gram.shape[0]
-        if self.uniform:
-            w = torch.full((k,), 1.0 / k, dtype=gram.dtype, device=gram.device)
-        else:
-            w = self.preference[index].to(gram.dtype)
+        w = preference(self, index, gram)
         if not bool((gram < 0).any()):  # no conflict: every g_i is in the cone
             return w
         norm, inv, unit = unit_gram(gram)
