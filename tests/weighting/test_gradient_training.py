@@ -84,6 +84,7 @@ def test_every_method_of_the_issue_is_registered():
         "sdmgrad",
         "auto_lambda",
         "moml",
+        "forum",
     }
     assert wanted <= set(METHODS)
     assert ("moco", "features") not in RUNS and ("graddrop", "features") in RUNS
@@ -98,7 +99,9 @@ def test_short_run_lowers_every_task_loss_and_feeds_the_encoder(method, mode, tm
     trainer = Trainer.from_config(cfg, splits, model, tmp_path)
     # the batched engine cuts the representation (the sampled and bilevel methods do not)
     assert trainer.split_features == trainer.weighting.wants_split()
-    assert trainer.split_features == (method not in ("modo", "sdmgrad", "auto_lambda", "moml"))
+    assert trainer.split_features == (
+        method not in ("modo", "sdmgrad", "auto_lambda", "moml", "forum")
+    )
     fed: list[bool] = []
 
     def check_encoder_gradients(optimizer, args, kwargs):

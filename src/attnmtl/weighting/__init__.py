@@ -39,6 +39,7 @@ __all__ = [
     "CRMOGM",
     "DBMTL",
     "FAMO",
+    "FORUM",
     "IMTL",
     "IMTLL",
     "MGDA",
@@ -88,6 +89,7 @@ from attnmtl.weighting.db_mtl import DBMTL
 from attnmtl.weighting.dualproj import DualProj
 from attnmtl.weighting.excess_mtl import ExcessMTL
 from attnmtl.weighting.fairgrad import FairGrad
+from attnmtl.weighting.forum import FORUM
 from attnmtl.weighting.graddrop import GradDrop
 from attnmtl.weighting.imtl_l import IMTLL
 from attnmtl.weighting.moco import MoCo

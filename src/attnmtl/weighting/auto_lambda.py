@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from attnmtl.weighting.base import StepContext, Weighting
 from attnmtl.weighting.gradient import check_positive
@@ -109,9 +109,7 @@ class AutoLambda(Weighting):
                 f"{type(self).__name__.lower()} looks one step ahead on held-out training "
                 "data: it needs StepContext.heldout, rerun and lr, which the Trainer provides"
             )
-        owned = [p for group in ctx.task_parameters.values() for p in group]
-        every = [*ctx.shared_parameters, *owned]  # each once, trainable
-        params = list({id(p): p for p in every if p.requires_grad}.values())
+        params = trainable_parameters(ctx)
         if not params:
             return
         lr = ctx.lr
@@ -185,11 +183,26 @@ class AutoLambda(Weighting):
         return matrix[0]
 
     def adam(self, idx: Tensor, gradient: Tensor) -> None:
-        """Adam (β = 0.9, 0.999; ε = 1e-8) on ``λ[idx]``, with per-task step counts."""
-        self.adam_steps[idx] += 1
-        t = self.adam_steps[idx].double()
-        m = self.adam_m[idx] * 0.9 + 0.1 * gradient
-        v = self.adam_v[idx] * 0.999 + 0.001 * gradient.square()
-        self.adam_m[idx], self.adam_v[idx] = m, v
-        step = (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8)
-        self.lambdas[idx] = self.lambdas[idx] - self.meta_lr * step
+        """Adam on ``λ[idx]`` (:func:`adam_step`)."""
+        adam_step(self.lambdas, self, idx, gradient, self.meta_lr)
+
+
+def trainable_parameters(ctx: StepContext) -> list[nn.Parameter]:
+    """Every trainable parameter of the step, shared and task-owned, each once."""
+    owned = [p for group in ctx.task_parameters.values() for p in group]
+    every = [*ctx.shared_parameters, *owned]
+    return list({id(p): p for p in every if p.requires_grad}.values())
+
+
+def adam_step(values: Tensor, state: nn.Module, idx: Tensor, gradient: Tensor, lr: float) -> None:
+    """Adam (β = 0.9, 0.999; ε = 1e-8) on ``values[idx]`` in place, with per-entry step
+    counts, from the buffers ``adam_m``, ``adam_v`` and ``adam_steps`` of ``state``."""
+    m_all, v_all, steps = state.adam_m, state.adam_v, state.adam_steps
+    assert isinstance(m_all, Tensor) and isinstance(v_all, Tensor) and isinstance(steps, Tensor)
+    steps[idx] += 1
+    t = steps[idx].double()
+    m = m_all[idx] * 0.9 + 0.1 * gradient
+    v = v_all[idx] * 0.999 + 0.001 * gradient.square()
+    m_all[idx], v_all[idx] = m, v
+    step = (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8)
+    values[idx] = values[idx] - lr * step

@@ -868,6 +868,70 @@ class RowWeighting(GradientBased):
         return self.report(order, c, stacked)
 
 
+@dataclass
+class PartGradients:
+    """The gradients of the task objectives of ``S`` disjoint parts of a batch, taken only as
+    a method asks for them, each part at most once (unscaled for AMP, averaged over a torchrun
+    job): :meth:`rows` gives a part's K per-task rows (K, P) — a vmapped K-row backward pass —
+    and :meth:`combined` one weighted combination ``cᵀG_i`` (P,) — a single backward pass.
+
+    ``objectives[i]`` holds part i's K objectives (a task with no labelled sample in the part
+    has a zero without gradient path); ``live[i]`` the positions of those that have one.
+    """
+
+    weighting: SampledWeighting
+    objectives: list[list[Tensor]]
+    live: list[list[int]]
+    shared: list[nn.Parameter]
+    scale: Any
+    factor: Tensor
+    job: Distributed | None
+    retain: bool  # parts of one forward pass share its graph
+    taken: list[Tensor] = field(default_factory=list)
+
+    @property
+    def width(self) -> int:
+        """P, the number of shared parameter entries."""
+        return sum(p.numel() for p in self.shared)
+
+    def finish(self, flat: Tensor) -> Tensor:
+        """Averaged over the job and unscaled."""
+        if self.job is not None:
+            flat = self.job.mean(flat)
+        return flat / self.factor.to(flat.dtype)
+
+    def rows(self, i: int) -> Tensor:
+        """Part i's per-task gradients (K, P)."""
+        k, live = len(self.objectives[i]), self.live[i]
+        ref = self.shared[0]
+        matrix = ref.new_zeros(k, self.width)
+        if live:
+            vector = self.scale(torch.stack([self.objectives[i][j] for j in live]))
+            blocks = self.weighting.rows_of(vector, self.shared, self.retain)
+            matrix[live] = torch.cat(blocks, 1).to(matrix.dtype)
+        matrix = self.finish(matrix)
+        self.taken.append(matrix)
+        return matrix
+
+    def combined(self, i: int, c: Tensor) -> Tensor:
+        """``Σ_k c_k ∇(objective_k of part i)`` (P,), one backward pass."""
+        live = self.live[i]
+        ref = self.shared[0]
+        if not live:
+            return ref.new_zeros(self.width)
+        terms = [c[j].to(self.objectives[i][j].dtype) * self.objectives[i][j] for j in live]
+        grads = torch.autograd.grad(
+            self.scale(torch.stack(terms).sum()),
+            self.shared,
+            allow_unused=True,
+            retain_graph=self.retain,
+        )
+        flat = torch.cat(
+            [or_zeros(g, p).reshape(-1) for g, p in zip(grads, self.shared, strict=True)]
+        )
+        return self.finish(flat)
+
+
 class SampledWeighting(GradientBased):
     """Base of the methods that need several independent estimates of every task's gradient in
     one step (MoDo's and SDMGrad's double sampling): subclasses set ``samples`` and implement
@@ -875,15 +939,16 @@ class SampledWeighting(GradientBased):
 
     The estimates come from ``samples`` disjoint parts of the batch (samples ``i, i + S, ...``
     form part i): with ``StepContext.part_forward`` (the Trainer, :meth:`Weighting.step` and
-    the benchmark provide it) a forward pass per part, and per part one vmapped backward pass
-    of its K losses over its own samples, so the S estimates cost about one K-row backward pass
-    of the whole batch plus one forward pass; with ``StepContext.parts`` alone, the parts of the
-    one forward pass, each of the S·K rows a backward pass over the whole batch. Task-specific
-    parameters take the raw gradient of their whole-batch loss (the mean of the parts', as
-    LibMTL averages the three).
-    ``parameters`` mode, and the ``batched`` or ``loop`` engine: the estimates are of the
-    shared parameters' gradients, held (S·K, P). A task without a labelled sample in a part has
-    a zero estimate there.
+    the benchmark provide it) a forward pass per part, so each part's backward passes run over
+    its own samples only; with ``StepContext.parts`` alone, the parts of the one forward pass,
+    each backward pass over the whole batch. A method asks for each part what it needs
+    (:class:`PartGradients`): the K per-task rows where its weights need the whole matrix, one
+    weighted combination where only ``cᵀG_i`` enters (MoDo's ``G₂ᵀλ`` and ``G₃ᵀλ``, SDMGrad's
+    update), which costs one backward pass instead of K rows. Task-specific parameters take
+    the raw gradient of their whole-batch loss (the mean of the parts', as LibMTL averages the
+    three). ``parameters`` mode, and the ``batched`` or ``loop`` engine (``loop``: a backward
+    pass per row). A task without a labelled sample in a part has a zero estimate there. The
+    gradient-conflict statistics are those of the mean of the rows taken.
 
     See :class:`GradientBased` for the arguments.
     """
@@ -912,9 +977,12 @@ class SampledWeighting(GradientBased):
         return False
 
     @abstractmethod
-    def direction(self, samples: Tensor, losses: Tensor, index: list[int]) -> tuple[Tensor, Tensor]:
-        """The shared update ``d`` (P,) and the weights ``c`` (K,) reported, from the
-        estimates ``samples`` (S, K, P) (unscaled for AMP)."""
+    def direction(
+        self, parts: PartGradients, losses: Tensor, index: list[int]
+    ) -> tuple[Tensor, Tensor]:
+        """The shared update ``d`` (P,) and the weights ``c`` (K,) reported, from the parts'
+        gradients; when a Gram matrix is not finite (an AMP overflow, whose step GradScaler
+        skips), return ``parts.combined(i, ones)`` and ones, leaving the state as it is."""
 
     def objective_of(
         self, part: Mapping[str, Tensor], order: Sequence[str], stacked: Tensor
@@ -930,37 +998,17 @@ class SampledWeighting(GradientBased):
                 out.append(value.clamp_min(LOSS_FLOOR).log() if self.log_losses else value)
         return out
 
-    def rows_of(self, values: Tensor, shared: Sequence[nn.Parameter]) -> list[Tensor]:
+    def rows_of(
+        self, values: Tensor, shared: Sequence[nn.Parameter], retain: bool = False
+    ) -> list[Tensor]:
         """The gradients (R, n_i) of ``values`` (R,) for every shared parameter."""
         if self.engine == "loop":  # the naive reference: one backward pass per row
             return [b.flatten(1) for b in loop_rows(values, shared)]
         eye = torch.eye(len(values), dtype=values.dtype, device=values.device)
-        return [b.flatten(1) for b in vjp_rows(values, shared, eye, retain_graph=False)]
-
-    def part_rows(
-        self,
-        parts: Sequence[Mapping[str, Tensor]],
-        order: Sequence[str],
-        ctx: StepContext,
-        shared: Sequence[nn.Parameter],
-    ) -> list[Tensor]:
-        """The (S·K, n_i) gradient blocks from one graph per part (zero rows for a task with
-        no labelled sample in a part)."""
-        filler = shared[0].new_zeros(len(order))
-        per_part = []
-        for part in parts:
-            live = [k for k, t in enumerate(order) if t in part]
-            full = [p.new_zeros(len(order), p.numel()) for p in shared]
-            if live:
-                values = self.objective_of(part, order, filler)
-                vector = ctx.scale(torch.stack([values[k] for k in live]))
-                for rows, block in zip(full, self.rows_of(vector, shared), strict=True):
-                    rows[live] = block.to(rows.dtype)
-            per_part.append(full)
-        return [torch.cat([part[j] for part in per_part]) for j in range(len(shared))]
+        return [b.flatten(1) for b in vjp_rows(values, shared, eye, retain_graph=retain)]
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
-        """The part losses' gradients, :meth:`direction`, and its update."""
+        """The parts' losses, :meth:`direction`, and its update."""
         order, index, stacked, objective = self.prepare(losses, ctx)
         if ctx.parts is None and ctx.part_forward is None:
             raise ValueError(
@@ -979,27 +1027,30 @@ class SampledWeighting(GradientBased):
         )
         shared = list(ctx.shared_parameters)
         if ctx.part_forward is not None:  # a graph per part: each backward over its own rows
-            blocks = self.part_rows(ctx.part_forward(self.samples), order, ctx, shared)
+            raw, retain = ctx.part_forward(self.samples), False
         else:  # the parts of the one forward pass: each backward over the whole batch
             assert ctx.parts is not None
-            rows = [self.objective_of(part, order, stacked) for part in ctx.parts(self.samples)]
-            sampled = ctx.scale(torch.stack([r for part in rows for r in part]))  # (S·K,)
-            blocks = self.rows_of(sampled, shared)
-        grads = TaskGradients(blocks, shared, None, unflatten(list(own), task_params), task_params)
-        factor = ctx.scale(torch.ones((), dtype=stacked.dtype, device=stacked.device))
-        matrix = torch.cat(blocks, 1)  # (S·K, P)
-        if ctx.job is not None:
-            matrix = ctx.job.mean(matrix)
-        matrix = (matrix / factor).view(self.samples, len(order), -1)
-        self.last_gram, self.last_tasks = gram_of([matrix.mean(0)]), tuple(order)
-        if not bool(torch.isfinite(self.last_gram).all()):
-            # overflow under AMP: GradScaler skips this step; the method's state stays as is
-            d, c = matrix[-1].sum(0), torch.ones_like(stacked)
-        else:
-            d, c = self.direction(matrix, stacked.detach(), index)
+            raw, retain = ctx.parts(self.samples), True
+        parts = PartGradients(
+            self,
+            [self.objective_of(part, order, stacked) for part in raw],
+            [[k for k, t in enumerate(order) if t in part] for part in raw],
+            shared,
+            ctx.scale,
+            ctx.scale(torch.ones((), dtype=stacked.dtype, device=stacked.device)),
+            ctx.job,
+            retain,
+        )
+        grads = TaskGradients([], shared, None, unflatten(list(own), task_params), task_params)
+        d, c = self.direction(parts, stacked.detach(), index)
+        if parts.taken:  # (monitoring only: in the rows' own precision, no float64 copy)
+            mean = torch.stack(parts.taken).mean(0)
+            self.last_gram, self.last_tasks = (mean @ mean.T).double(), tuple(order)
         c = c.to(stacked.dtype)
         self.coefficients[index] = c.detach().to(self.coefficients.dtype)
-        grads.apply_direction(d * factor, c, weighted=False)
+        for param, part in zip(shared, d.split([p.numel() for p in shared]), strict=True):
+            accumulate(param, (part * parts.factor.to(part.dtype)).to(param.dtype).view_as(param))
+        grads.apply_own(c, weighted=False)
         return self.report(order, c, stacked)
 
 

@@ -10,7 +10,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from attnmtl.weighting.gradient import Engine, Mode, SampledWeighting, check_positive
+from attnmtl.weighting.gradient import (
+    Engine,
+    Mode,
+    PartGradients,
+    SampledWeighting,
+    check_positive,
+)
 from attnmtl.weighting.moco import keep_mass
 from attnmtl.weighting.registry import register_weighting
 from attnmtl.weighting.solvers import simplex_projection
@@ -30,8 +36,10 @@ class MoDo(SampledWeighting):
 
     (the paper's Algorithm 1; LibMTL's ``MoDo``), G₁, G₂, G₃ the task gradients on three
     disjoint parts of the batch (:class:`~attnmtl.weighting.gradient.SampledWeighting`), ``λ``
-    starting at 1/K and kept across steps. A task absent from a batch keeps its share of
-    ``λ``. The weights reported are ``λ``.
+    starting at 1/K and kept across steps. Only G₁ is needed as rows: ``G₂ᵀλ`` and ``G₃ᵀλ``
+    are one backward pass each, so a step takes K + 2 gradient rows where the three matrices
+    take 3K. A task absent from a batch keeps its share of ``λ``. The weights reported are
+    ``λ``.
 
     Args:
         tasks: names of all tasks, in order.
@@ -59,13 +67,18 @@ class MoDo(SampledWeighting):
         k = len(self.tasks)
         self.register_buffer("lambdas", torch.full((k,), 1.0 / k, dtype=torch.float64))
 
-    def direction(self, samples: Tensor, losses: Tensor, index: list[int]) -> tuple[Tensor, Tensor]:
-        """One projected step on ``λ`` from G₁, G₂; ``d = G₃ᵀλ``."""
-        first, second, third = samples.unbind(0)
-        idx = torch.tensor(index, device=samples.device)
+    def direction(
+        self, parts: PartGradients, losses: Tensor, index: list[int]
+    ) -> tuple[Tensor, Tensor]:
+        """One projected step on ``λ`` from G₁ (rows) and G₂ᵀλ (one combination);
+        ``d = G₃ᵀλ`` (one combination): K + 2 gradient rows in all, not 3K."""
+        idx = torch.tensor(index, device=self.lambdas.device)
         old = self.lambdas[idx]
         lam = old / old.sum() if float(old.sum()) > 0 else torch.full_like(old, 1 / len(index))
-        inner = first.double() @ (second.double().T @ lam)  # G₁ G₂ᵀ λ
+        first = parts.rows(0)
+        inner = (first @ parts.combined(1, lam).to(first.dtype)).double()  # G₁ G₂ᵀ λ
+        if not bool(torch.isfinite(inner).all()):
+            return parts.combined(2, torch.ones_like(lam)), torch.ones_like(losses)
         lam = simplex_projection(lam - self.gamma * (inner + self.rho * lam))
         self.lambdas[idx] = keep_mass(old, lam)
-        return lam.to(third.dtype) @ third, lam.to(losses.dtype)
+        return parts.combined(2, lam), lam.to(losses.dtype)

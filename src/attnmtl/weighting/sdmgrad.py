@@ -10,7 +10,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from attnmtl.weighting.gradient import Engine, Mode, SampledWeighting, check_positive
+from attnmtl.weighting.gradient import (
+    Engine,
+    Mode,
+    PartGradients,
+    SampledWeighting,
+    check_positive,
+)
 from attnmtl.weighting.moco import keep_mass
 from attnmtl.weighting.registry import register_weighting
 from attnmtl.weighting.solvers import simplex_projection
@@ -32,7 +38,9 @@ class SDMGrad(SampledWeighting):
     As LibMTL's ``SDMGrad`` (the authors' code): ``GG = G_{ξ₁} G_{ξ₂}ᵀ`` divided by the squared
     mean of ``√diag(GG)``, ``niter`` steps of SGD (learning rate 5, momentum 0.5, restarted each
     step) on ``GG w + λ mean_j GG_{:,j}`` each followed by the projection onto the simplex,
-    ``w`` kept across steps from 1/K. A task absent from a batch keeps its share of ``w``. The
+    ``w`` kept across steps from 1/K. ``G_ξ₁`` and ``G_ξ₂`` are taken as rows, the update as one
+    backward pass of ``cᵀ`` the ζ part's losses (2K + 1 rows a step where the three matrices
+    take 3K). A task absent from a batch keeps its share of ``w``. The
     weights reported are each task's coefficient in ``d``, ``(w_k + λ/K) / (1 + λ)``.
 
     Args:
@@ -75,13 +83,18 @@ class SDMGrad(SampledWeighting):
             w = simplex_projection(w - 5.0 * velocity)
         return w
 
-    def direction(self, samples: Tensor, losses: Tensor, index: list[int]) -> tuple[Tensor, Tensor]:
-        """The weights from ξ₁, ξ₂; the update from ζ."""
-        zeta, xi1, xi2 = samples.unbind(0)
-        idx = torch.tensor(index, device=samples.device)
+    def direction(
+        self, parts: PartGradients, losses: Tensor, index: list[int]
+    ) -> tuple[Tensor, Tensor]:
+        """The weights from ξ₁, ξ₂ (rows); the update ``G_ζᵀc`` (one combination): 2K + 1
+        gradient rows in all, not 3K."""
+        idx = torch.tensor(index, device=self.weights.device)
         old = self.weights[idx]
         w = old / old.sum() if float(old.sum()) > 0 else torch.full_like(old, 1 / len(index))
-        w = self.solve_weights(xi1.double() @ xi2.double().T, w)
+        gram = (parts.rows(1) @ parts.rows(2).T).double()
+        if not bool(torch.isfinite(gram).all()):
+            return parts.combined(0, torch.ones_like(w)), torch.ones_like(losses)
+        w = self.solve_weights(gram, w)
         self.weights[idx] = keep_mass(old, w)
         c = (w + self.lamda / len(index)) / (1 + self.lamda)
-        return c.to(zeta.dtype) @ zeta, c.to(losses.dtype)
+        return parts.combined(0, c), c.to(losses.dtype)
