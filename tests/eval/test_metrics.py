@@ -153,8 +153,10 @@ def test_every_reported_metric_is_named_and_has_a_direction(task, names):
 
 def test_directions():
     up = ["accuracy", "f1", "f1_pos", "auroc", "r2"]
+    up += ["miou", "pixel_acc", "delta1", "within_11_25", "within_22_5", "within_30"]
     assert [m for m, higher in HIGHER_IS_BETTER.items() if higher] == up
-    assert [m for m, up in HIGHER_IS_BETTER.items() if not up] == ["mae", "rmse", "loss"]
+    down = ["mae", "rmse", "loss", "abs_err", "rel_err", "mean_angle", "median_angle"]
+    assert [m for m, up in HIGHER_IS_BETTER.items() if not up] == down
 
 
 def test_binary_f1_is_macro_over_both_classes_and_f1_pos_the_positive_class():

@@ -2,10 +2,11 @@
 
 Axes: B batch, N labelled samples of one task, K tasks.
 
-A task's loss is the mean over its labelled samples in the batch. A task with no labelled sample
-contributes nothing that step: it is absent from the returned dict — not a zero that still
-carries a graph, and not the NaN that a mean over zero samples gives. Unlabelled entries of a
-label tensor are never read (they may hold any filler, even NaN).
+A task's loss is the mean over its labelled samples in the batch (a per-pixel task's: over the
+valid pixels of those samples, :mod:`attnmtl.core.dense`). A task with no labelled sample (or
+no valid pixel) contributes nothing that step: it is absent from the returned dict — not a zero
+that still carries a graph, and not the NaN that a mean over zero samples gives. Unlabelled
+entries of a label tensor are never read (they may hold any filler, even NaN).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 
 from attnmtl.core.batch import Batch
+from attnmtl.core.dense import valid_pixels
 from attnmtl.core.output import MultiTaskOutput
 from attnmtl.core.tasks import Task
 
@@ -42,16 +44,34 @@ def task_losses(
     """
     counts = label_counts(batch, tasks) if counts is None else counts
     size = len(batch)
-    losses: dict[str, Tensor] = {}
-    for (name, task), count in zip(tasks.items(), counts, strict=True):
+    chosen: dict[str, tuple[Tensor, Tensor]] = {}
+    for name, count in zip(tasks, counts, strict=True):
         if count == 0:
             continue
         pred, target = output.preds[name], batch.labels[name]
         if count < size:  # select the labelled rows; a full batch needs no gather
             rows = batch.label_mask[name]
             pred, target = pred[rows], target[rows]  # (N, ...)
-        losses[name] = task.compute_loss(pred, target)
-    return losses
+        chosen[name] = pred, target
+    return {
+        name: tasks[name].compute_loss(pred, target)
+        for name, (pred, target) in with_valid_pixels(chosen, tasks).items()
+    }
+
+
+def with_valid_pixels(
+    chosen: Mapping[str, tuple[Tensor, Tensor]], tasks: Mapping[str, Task]
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """``chosen`` (task → its labelled predictions and targets) without the dense tasks that
+    have no valid pixel among them (one device sync, only when there are dense tasks)."""
+    dense = [name for name in chosen if tasks[name].is_dense]
+    if not dense:
+        return dict(chosen)
+    valid = torch.stack(
+        [valid_pixels(tasks[n].kind, chosen[n][1], tasks[n].ignore_index).sum() for n in dense]
+    ).tolist()
+    empty = {n for n, v in zip(dense, valid, strict=True) if v == 0}
+    return {n: pair for n, pair in chosen.items() if n not in empty}
 
 
 def part_batches(batch: Batch, parts: int) -> list[Batch]:
@@ -83,9 +103,15 @@ def part_losses(
     counts = torch.stack([m.sum() for part in chosen for m in part]).tolist()  # one sync
     out: list[dict[str, Tensor]] = []
     for i, part in enumerate(chosen):
-        losses: dict[str, Tensor] = {}
-        for k, ((name, task), mask) in enumerate(zip(tasks.items(), part, strict=True)):
-            if counts[i * len(tasks) + k]:
-                losses[name] = task.compute_loss(output.preds[name][mask], batch.labels[name][mask])
-        out.append(losses)
+        picked = {
+            name: (output.preds[name][mask], batch.labels[name][mask])
+            for k, (name, mask) in enumerate(zip(tasks, part, strict=True))
+            if counts[i * len(tasks) + k]
+        }
+        out.append(
+            {
+                name: tasks[name].compute_loss(pred, target)
+                for name, (pred, target) in with_valid_pixels(picked, tasks).items()
+            }
+        )
     return out

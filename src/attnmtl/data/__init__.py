@@ -9,7 +9,7 @@ from attnmtl.data.dataset import LAYOUTS, DataSplits, MultiTaskDataset, batch_in
 from attnmtl.data.registry import DATASETS, create_dataset, list_datasets, register_dataset
 
 # Importing the built-in data sets registers them.
-from attnmtl.data import files, mnist1d_mt, multidigits, textmt  # noqa: F401  isort: skip
+from attnmtl.data import dense_sets, files, mnist1d_mt, multidigits, textmt  # noqa: F401  isort: skip
 
 __all__ = [
     "DATASETS",

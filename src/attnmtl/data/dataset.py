@@ -9,7 +9,7 @@ loop does no per-sample Python work (no ``__getitem__`` + collate per sample, as
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,6 +20,7 @@ from attnmtl.core.batch import Batch, Inputs
 from attnmtl.core.tasks import Task
 
 Layout = Literal["sequence", "image", "table"]
+Augment = Callable[[Batch, torch.Generator], Batch]
 LAYOUTS = ("sequence", "image", "table")
 
 
@@ -49,6 +50,9 @@ class MultiTaskDataset:
             transform parameters that generated each sample.
         anchors: regression task → (N, 2) per-sample ``(c, s)`` its labels are relative to:
             ``c + s · label`` is the natural value (:mod:`attnmtl.data.windows`).
+        augment: ``augment(batch, generator)`` → the batch randomly transformed, applied by
+            the Trainer to training batches only (e.g. dense scenes' random scale-crop and
+            flip, :class:`~attnmtl.data.dense_sets.SceneAugment`); kept through subsets.
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class MultiTaskDataset:
         layout: Layout = "sequence",
         meta: Mapping[str, Tensor] | None = None,
         anchors: Mapping[str, Tensor] | None = None,
+        augment: Augment | None = None,
     ) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"layout={layout!r}; expected one of: {', '.join(LAYOUTS)}")
@@ -85,6 +90,7 @@ class MultiTaskDataset:
         self.lengths = lengths
         self.meta = dict(meta or {})
         self.anchors = dict(anchors or {})
+        self.augment = augment
         for name, anchor in self.anchors.items():
             if name not in self.tasks or self.tasks[name].kind != "regression":
                 raise ValueError(f"anchors for {name!r}; expected regression tasks only")
@@ -132,6 +138,7 @@ class MultiTaskDataset:
             self.layout,
             {k: v[index] for k, v in self.meta.items()},
             {k: v[index] for k, v in self.anchors.items()},
+            self.augment,
         )
 
     def with_label_mask(self, label_mask: Mapping[str, Tensor]) -> MultiTaskDataset:
@@ -148,6 +155,7 @@ class MultiTaskDataset:
             self.layout,
             self.meta,
             self.anchors,
+            self.augment,
         )
 
     def one_task_per_sample(self, seed: int = 0) -> MultiTaskDataset:

@@ -17,7 +17,8 @@ kind            metrics                                       primary
                 outputs)
 ==============  ============================================  ===================
 
-plus ``loss`` (the task's mean loss) for every task. :data:`HIGHER_IS_BETTER` gives each
+and the per-pixel kinds theirs (:mod:`attnmtl.eval.dense_metrics`), plus ``loss`` (the task's
+mean loss) for every task. :data:`HIGHER_IS_BETTER` gives each
 metric's direction. Only samples labelled for a task enter its metrics. Classification models
 output logits; the metrics read ``sigmoid(logit)`` for binary and multilabel tasks (AUROC in
 float64, so that confident logits up to ~36 keep their order instead of all rounding to 1.0).
@@ -43,6 +44,12 @@ from attnmtl.core.output import MultiTaskOutput
 from attnmtl.core.tasks import Task
 from attnmtl.data.dataset import MultiTaskDataset
 from attnmtl.data.windows import to_anchor
+from attnmtl.eval.dense_metrics import (
+    DENSE_HIGHER_IS_BETTER,
+    DENSE_METRICS,
+    constant_prediction,
+    dense_metric,
+)
 
 HIGHER_IS_BETTER = {
     "accuracy": True,
@@ -53,12 +60,15 @@ HIGHER_IS_BETTER = {
     "rmse": False,
     "r2": True,
     "loss": False,
+    **DENSE_HIGHER_IS_BETTER,
 }
 NAN = float("nan")
 
 
 def metric_names(task: Task) -> tuple[str, ...]:
     """The metrics reported for ``task`` (see the module docstring)."""
+    if task.is_dense:
+        return (*DENSE_METRICS[task.kind], "loss")
     if task.kind == "regression":
         return ("mae", "rmse", "r2", "loss")
     if task.kind == "multiclass":
@@ -130,7 +140,9 @@ class MacroBinaryF1(torchmetrics.classification.MulticlassF1Score):
 def task_metrics(task: Task) -> torchmetrics.MetricCollection:
     """The metric collection of one task (see the module docstring)."""
     metrics: dict[str, torchmetrics.Metric | torchmetrics.MetricCollection]
-    if task.kind == "multiclass":
+    if task.is_dense:  # one metric giving all of the kind's values (a dict)
+        metrics = {"pixels": dense_metric(task.kind, task.size, task.ignore_index)}
+    elif task.kind == "multiclass":
         metrics = {
             "accuracy": torchmetrics.classification.MulticlassAccuracy(task.size, average="micro"),
             "f1": torchmetrics.classification.MulticlassF1Score(task.size, average="macro"),
@@ -202,6 +214,11 @@ class TaskEvaluator(nn.Module):
             collection = self.collections[name]
             assert isinstance(collection, torchmetrics.MetricCollection)
             loss = task.compute_loss(pred, target)
+            if task.is_dense:
+                if bool(torch.isfinite(loss)):  # (NaN: no valid pixel in these samples)
+                    collection["loss"].update(loss, weight=count)
+                collection["pixels"].update(pred, target)
+                continue
             for metric_name, metric in collection.items():
                 if metric_name == "loss":
                     metric.update(loss, weight=count)
@@ -243,7 +260,14 @@ class TaskEvaluator(nn.Module):
             assert isinstance(collection, torchmetrics.MetricCollection)
             if not bool(collection["loss"].weight):
                 continue
-            results[name] = {k: float(v) for k, v in collection.compute().items()}
+            values: dict[str, float] = {}
+            for metric_name, metric in collection.items():
+                value = metric.compute()
+                if isinstance(value, dict):  # a dense task's metrics
+                    values.update({k: float(v) for k, v in value.items()})
+                else:
+                    values[metric_name] = float(value)
+            results[name] = values
         return results
 
 
@@ -267,4 +291,25 @@ def evaluate(
         counts = torch.stack([batch.label_mask[name].sum() for name in tasks]).tolist()
         evaluator.update(output, batch.labels, batch.label_mask, counts, batch.anchors)
     model.train(was_training)
+    return evaluator.compute()
+
+
+def trivial_scores(train: MultiTaskDataset, test: MultiTaskDataset) -> dict[str, dict[str, float]]:
+    """Each dense task's metrics on ``test`` of its best constant prediction from ``train``
+    (:func:`constant_prediction`): the majority class, the mean depth, the best constant
+    normal — what a model must beat by a wide margin."""
+    tasks = {n: t for n, t in test.tasks.items() if t.is_dense}
+    evaluator = TaskEvaluator(tasks)
+    constants = {
+        n: constant_prediction(t.kind, t.size, train.labels[n], t.ignore_index)
+        for n, t in tasks.items()
+    }
+    for batch in test.batches(64):
+        n, _, h, w = batch.inputs.shape if isinstance(batch.inputs, Tensor) else (0, 0, 0, 0)
+        preds = {
+            name: value.float().view(1, -1, 1, 1).expand(n, -1, h, w)
+            for name, value in constants.items()
+        }
+        counts = [int(batch.label_mask[name].sum()) for name in tasks]
+        evaluator.update(MultiTaskOutput(preds, {}, None), batch.labels, batch.label_mask, counts)
     return evaluator.compute()

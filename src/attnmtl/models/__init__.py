@@ -21,6 +21,7 @@ from attnmtl.models.omoe import OMoE
 from attnmtl.models.ple import CGC, PLE
 from attnmtl.models.registry import MODELS, create_model, list_models, register_model
 from attnmtl.models.seed import SEED_TASKS, SeedAttnRNN, SeedAttnTransferMTL
+from attnmtl.models.segnet import SegNetHardSharing, SegNetMTAN
 
 __all__ = [
     "AITM",
@@ -50,6 +51,8 @@ __all__ = [
     "OMoE",
     "SeedAttnRNN",
     "SeedAttnTransferMTL",
+    "SegNetHardSharing",
+    "SegNetMTAN",
     "SharedEncoder",
     "build_encoder",
     "create_model",

@@ -35,6 +35,7 @@ from attnmtl.report.attention import (
     collect_attention,
     fusion_figure,
 )
+from attnmtl.report.dense import dense_figures
 from attnmtl.report.figures import (
     conflict_figure,
     figure_png,
@@ -44,7 +45,7 @@ from attnmtl.report.figures import (
     validation_figure,
     weights_figure,
 )
-from attnmtl.run.build import load_run
+from attnmtl.run.build import LoadedRun, load_run
 
 FUSION = "fusion over sources"  # the attention section's entry for fusion weights
 SECTIONS = (
@@ -53,6 +54,7 @@ SECTIONS = (
     ("metrics", "Metrics"),
     ("curves", "Training curves"),
     ("weights", "Task weights"),
+    ("predictions", "Predictions"),
     ("attention", "Attention"),
     ("efficiency", "Efficiency"),
     ("generalization", "Generalization"),
@@ -154,13 +156,22 @@ def _checkpoint_folder(run_dir: Path) -> Path | None:
     return None
 
 
-def attention_pngs(run_dir: Path, examples: int) -> tuple[dict[str, bytes | str], str, int]:
-    """task → the PNG of its attention on the first ``examples`` test inputs (or why it has
-    none, as text), the checkpoint used and the number of inputs (see the module docstring)."""
+def loaded_run(run_dir: Path) -> tuple[LoadedRun, str]:
+    """The run of its best checkpoint (its last when there is none) and that checkpoint's
+    name; ValueError when it has none yet."""
     folder = _checkpoint_folder(run_dir)
     if folder is None:
         raise ValueError("the run has no checkpoint yet")
-    run = load_run(run_dir, folder.name)  # (the global generator is left as it was)
+    return load_run(run_dir, folder.name), folder.name  # (the global generator is kept)
+
+
+def attention_pngs(
+    run_dir: Path, examples: int, loaded: tuple[LoadedRun, str] | None = None
+) -> tuple[dict[str, bytes | str], str, int]:
+    """task → the PNG of its attention on the first ``examples`` test inputs (or why it has
+    none, as text), the checkpoint used and the number of inputs (see the module docstring);
+    ``loaded``: the run as :func:`loaded_run` gives it, if already loaded."""
+    run, checkpoint = loaded if loaded is not None else loaded_run(run_dir)
     splits, model = run.splits, run.model
     test = splits.test
     batch = test.batch(torch.arange(min(examples, len(test))))
@@ -171,7 +182,7 @@ def attention_pngs(run_dir: Path, examples: int) -> tuple[dict[str, bytes | str]
         figures[task] = reason if reason else figure_png(attention_figure(collected, task))
     if collected.fusion is not None:  # an attention-fusion model: its weights over sources
         figures[FUSION] = figure_png(fusion_figure(collected))
-    return figures, folder.name, len(collected)
+    return figures, checkpoint, len(collected)
 
 
 def build_report(run_dir: Path, *, examples: int = 4) -> Path:
@@ -244,7 +255,14 @@ def build_report(run_dir: Path, *, examples: int = 4) -> Path:
                 "Each weighted transfer term (teacher pairs, logit distillation, cross-task "
                 "attention) on the logged batches.",
             )
-    body["attention"] = _attention_section(run_dir, examples, plots)
+    try:
+        loaded: tuple[LoadedRun, str] | str = loaded_run(run_dir)
+    except (ValueError, OSError) as err:
+        loaded = str(err)
+    predictions = _predictions_section(loaded, min(examples, 3), plots)
+    if predictions:
+        body["predictions"] = predictions
+    body["attention"] = _attention_section(run_dir, examples, plots, loaded)
     for key in OPTIONAL_SECTIONS:
         value = None if summary is None else summary.get(key)
         if isinstance(value, Mapping):
@@ -269,10 +287,45 @@ def build_report(run_dir: Path, *, examples: int = 4) -> Path:
     return path
 
 
-def _attention_section(run_dir: Path, examples: int, plots: dict[str, bytes]) -> str:
+def _predictions_section(
+    loaded: tuple[LoadedRun, str] | str, examples: int, plots: dict[str, bytes]
+) -> str:
+    """Each dense task's predictions beside the ground truth on the first test images (added
+    to ``plots``); empty for a run without dense tasks or without a checkpoint."""
+    if isinstance(loaded, str):
+        return ""
+    run, checkpoint = loaded
+    splits, test = run.splits, run.splits.test
+    if not any(t.is_dense for t in splits.tasks.values()):
+        return ""
+    batch = test.batch(torch.arange(min(examples, len(test))))
+    assert isinstance(batch.inputs, torch.Tensor)
+    figures = dense_figures(run.model, batch.inputs, batch.labels, batch.label_mask, splits.tasks)
+    parts = [
+        html.note(
+            f"The model of the {checkpoint} checkpoint on the first {len(batch)} test images: "
+            "input, ground truth (black: no ground truth) and prediction."
+        )
+    ]
+    for task, figure in figures.items():
+        png = figure_png(figure)
+        plots[f"predictions-{task}"] = png
+        parts.append(f"<h3>{html.escape(task)}</h3>")
+        parts.append(html.png_image(png, f"predictions of task {task}"))
+    return "".join(parts)
+
+
+def _attention_section(
+    run_dir: Path,
+    examples: int,
+    plots: dict[str, bytes],
+    loaded: tuple[LoadedRun, str] | str,
+) -> str:
     """Figures of every task's attention (added to ``plots``), or why there are none."""
+    if isinstance(loaded, str):
+        return html.note(f"No attention figures: {loaded}")
     try:
-        figures, checkpoint, count = attention_pngs(run_dir, examples)
+        figures, checkpoint, count = attention_pngs(run_dir, examples, loaded)
     except (ValueError, OSError) as err:
         return html.note(f"No attention figures: {err}")
     parts = [

@@ -217,10 +217,12 @@ def check_outputs(model: nn.Module, splits: DataSplits, name: str) -> None:
                 f"model {name!r} does not predict task {task.name!r} (it predicts "
                 f"{sorted(output.preds)})"
             )
-        if pred.shape != (len(probe), task.out_dim):
+        spatial = tuple(probe.labels[task.name].shape[-2:]) if task.is_dense else ()
+        if pred.shape != (len(probe), task.out_dim, *spatial):
+            shape = ", ".join(["B", str(task.out_dim), *map(str, spatial)])
             raise ValueError(
                 f"model {name!r} predicts {tuple(pred.shape)} for task "
-                f"{task.name!r}; expected (B, {task.out_dim})"
+                f"{task.name!r}; expected ({shape})"
             )
 
 

@@ -312,6 +312,9 @@ class Trainer:
                     continue
                 index = self.dist.shard(index)
             batch = self.splits.train.batch(index).to(self.device, non_blocking=True)
+            if self.splits.train.augment is not None:  # a function of the seed and the step
+                draw = torch.Generator().manual_seed(train.seed * 1_000_033 + pos.step + 1)
+                batch = self.splits.train.augment(batch, draw)
             losses, present, weights = self.step(batch)
             for (task, loss), n in zip(losses.items(), present, strict=True):
                 self.epoch_sums[task] += loss.detach() * n
