@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.utilities import dim_zero_cat
 
+from attnmtl.core.losses import label_counts
 from attnmtl.core.output import MultiTaskOutput
 from attnmtl.core.tasks import Task
 from attnmtl.data.dataset import MultiTaskDataset
@@ -300,16 +301,21 @@ def trivial_scores(train: MultiTaskDataset, test: MultiTaskDataset) -> dict[str,
     normal — what a model must beat by a wide margin."""
     tasks = {n: t for n, t in test.tasks.items() if t.is_dense}
     evaluator = TaskEvaluator(tasks)
-    constants = {
-        n: constant_prediction(t.kind, t.size, train.labels[n], t.ignore_index)
+    constants = {  # from the labelled training samples only
+        n: constant_prediction(t.kind, t.size, train.labels[n][train.label_mask[n]], t.ignore_index)
         for n, t in tasks.items()
     }
     for batch in test.batches(64):
-        n, _, h, w = batch.inputs.shape if isinstance(batch.inputs, Tensor) else (0, 0, 0, 0)
         preds = {
-            name: value.float().view(1, -1, 1, 1).expand(n, -1, h, w)
+            name: value.float()
+            .view(1, -1, 1, 1)
+            .expand(len(batch), -1, *batch.labels[name].shape[-2:])
             for name, value in constants.items()
         }
-        counts = [int(batch.label_mask[name].sum()) for name in tasks]
-        evaluator.update(MultiTaskOutput(preds, {}, None), batch.labels, batch.label_mask, counts)
+        evaluator.update(
+            MultiTaskOutput(preds, {}, None),
+            batch.labels,
+            batch.label_mask,
+            label_counts(batch, tasks),
+        )
     return evaluator.compute()

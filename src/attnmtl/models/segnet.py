@@ -163,6 +163,26 @@ def check_dense(tasks: Sequence[Task], name: str) -> None:
         )
 
 
+def task_heads(tasks: dict[str, Task], width: int) -> nn.ModuleDict:
+    """One MTAN prediction head per task, from ``width`` channels."""
+    return nn.ModuleDict({t: task_head(width, task.out_dim) for t, task in tasks.items()})
+
+
+def trunk_shape(
+    tasks: Sequence[Task],
+    input_shape: tuple[int, ...],
+    layout: str,
+    widths: Sequence[int],
+    convs: Convs,
+    name: str,
+) -> tuple[int, list[int], list[int]]:
+    """The image channels, the widths and the convs of each level of model ``name``'s SegNet,
+    checked against its tasks and inputs (:func:`check_dense`, :func:`check_shape`)."""
+    check_dense(tasks, name)
+    channels, counts = check_shape(tuple(input_shape), layout, widths, convs, name)
+    return channels, [int(w) for w in widths], counts
+
+
 @register_model("segnet")
 class SegNetHardSharing(MultiTaskModel):
     """Hard parameter sharing on SegNet: the encoder is shared, each task has its own decoder
@@ -191,14 +211,10 @@ class SegNetHardSharing(MultiTaskModel):
         convs: Convs = 2,
     ) -> None:
         super().__init__(tasks)
-        check_dense(tasks, "segnet")
-        channels, counts = check_shape(tuple(input_shape), layout, widths, convs, "segnet")
-        widths = [int(w) for w in widths]
-        self.encoder = SegNetEncoder(channels, widths, counts)
-        self.decoders = nn.ModuleDict({t: SegNetDecoder(widths, counts) for t in self.tasks})
-        self.heads = nn.ModuleDict(
-            {t: task_head(widths[0], task.out_dim) for t, task in self.tasks.items()}
-        )
+        channels, levels, counts = trunk_shape(tasks, input_shape, layout, widths, convs, "segnet")
+        self.encoder = SegNetEncoder(channels, levels, counts)
+        self.decoders = nn.ModuleDict({t: SegNetDecoder(levels, counts) for t in self.tasks})
+        self.heads = task_heads(self.tasks, levels[0])
         init_weights(self)
 
     def task_modules(self, task: str) -> list[nn.Module]:
@@ -262,9 +278,9 @@ class SegNetMTAN(MultiTaskModel):
         convs: Convs = 2,
     ) -> None:
         super().__init__(tasks)
-        check_dense(tasks, "segnet_mtan")
-        channels, counts = check_shape(tuple(input_shape), layout, widths, convs, "segnet_mtan")
-        widths = [int(w) for w in widths]
+        channels, widths, counts = trunk_shape(
+            tasks, input_shape, layout, widths, convs, "segnet_mtan"
+        )
         self.encoder = SegNetEncoder(channels, widths, counts)
         self.decoder = SegNetDecoder(widths, counts)
         levels = len(widths)
@@ -299,9 +315,7 @@ class SegNetMTAN(MultiTaskModel):
                 for t in self.tasks
             }
         )
-        self.heads = nn.ModuleDict(
-            {t: task_head(widths[0], task.out_dim) for t, task in self.tasks.items()}
-        )
+        self.heads = task_heads(self.tasks, widths[0])
         init_weights(self)
 
     def task_modules(self, task: str) -> list[nn.Module]:
