@@ -435,6 +435,13 @@ def bench_mtl(
     weightings: Annotated[
         str, typer.Option(help="Weightings of the multi-task model, comma-separated.")
     ] = "equal,uncertainty,dwa",
+    models: Annotated[
+        str | None,
+        typer.Option(
+            help="Multi-task models to compare, comma-separated (e.g. segnet,segnet_mtan), each "
+            "with every weighting (default: the config's model)."
+        ),
+    ] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Training seeds (train.seed + 0, 1, ...).")] = 3,
     out: Annotated[
         Path | None,
@@ -464,6 +471,7 @@ def bench_mtl(
         out,
         log=err_console.log,
         baselines=baselines,
+        models=models.split(",") if models is not None else None,
     )
     console.print(render(results))
     if json_path is not None:

@@ -91,7 +91,8 @@ def test_bench_mtl_tiny_run(tmp_path, capsys, monkeypatch):
     for entry in [*results["single"].values(), *results["multi"]["dwa"]["tasks"].values()]:
         assert {"mean", "std", "runs"} <= set(entry) and len(entry["runs"]) == 1
         assert entry["std"] == 0.0 and entry["mean"] == entry["runs"][0]
-    assert set(results["multi"]["equal"]) == {"tasks", "delta_m"}
+    assert set(results["multi"]["equal"]) == {"model", "weighting", "tasks", "delta_m"}
+    assert results["multi"]["dwa"]["model"] == "attention_mtl"
     assert results["delta_m_metrics"] == {"digit": ["accuracy", "f1"], "scale": ["mae", "rmse"]}
     assert set(results["single"]["scale"]["metrics"]) == {"mae", "rmse", "r2", "loss"}
 
@@ -181,6 +182,8 @@ def test_plan_selects_on_validation_with_the_same_budget():
         (["--seeds", "0"], "--seeds"),
         (["--json", "/nonexistent/x.json"], "the folder /nonexistent does not exist"),
         (["model.name=nope"], "model.name: unknown model 'nope'"),
+        (["--models", "hard_sharing,nope"], "unknown model 'nope'; expected one of:"),
+        (["--models", "mtan,mtan"], "expected distinct names"),
     ],
 )
 def test_bad_input_fails_before_training(args, needle, capsys, monkeypatch):
@@ -190,6 +193,39 @@ def test_bad_input_fails_before_training(args, needle, capsys, monkeypatch):
     monkeypatch.setattr(mtl, "train_one", no_training)
     code, out, err = cli(["bench", "mtl", *args], capsys)
     assert code == 2 and out == "" and needle in err and err.count("\n") == 1
+
+
+def test_models_compared_against_the_same_baselines(tmp_path, capsys):
+    """``--models``: every model × weighting, against one set of single-task baselines."""
+    json_path = tmp_path / "results.json"
+    argv = ["bench", "mtl", "--models", "hard_sharing,attention_mtl", "--weightings", "equal,dwa"]
+    argv += ["--seeds", "1", "--out", str(tmp_path / "bench"), "--json", str(json_path)]
+    code, stdout, _ = cli([*argv, *TINY], capsys)
+    assert code == 0 and "hard_sharing/dwa" in stdout
+    results = json.loads(json_path.read_text())
+    keys = ["hard_sharing/equal", "hard_sharing/dwa", "attention_mtl/equal", "attention_mtl/dwa"]
+    assert list(results["multi"]) == keys
+    runs = tmp_path / "bench" / "runs"
+    names = ["seed0-single-digit", "seed0-single-scale"]
+    names += ["seed0-" + key.replace("/", "-") for key in keys]
+    assert sorted(p.name for p in runs.iterdir()) == sorted(names)
+    single = {
+        t: delta_m_scores(summary_of(runs / f"seed0-single-{t}")["tasks"])[t]
+        for t in ("digit", "scale")
+    }
+    # The baselines are built on the config's model, the multi-task runs on each compared one.
+    assert "name: attention_mtl" in (runs / "seed0-single-digit" / "config.yaml").read_text()
+    for key in keys:
+        model, weighting = key.split("/")
+        run_dir = runs / f"seed0-{model}-{weighting}"
+        config = (run_dir / "config.yaml").read_text()
+        assert f"name: {model}" in config and f"name: {weighting}" in config
+        assert "hidden_dims:" in config  # the config's model options, kept
+        assert json.loads((run_dir / "bench.json").read_text())["model"] == model
+        entry = results["multi"][key]
+        assert (entry["model"], entry["weighting"]) == (model, weighting)
+        multi = delta_m_scores(summary_of(run_dir)["tasks"])
+        assert entry["delta_m"]["runs"][0] == pytest.approx(delta_m_by_hand(multi, single))
 
 
 def test_stats_use_the_sample_std():

@@ -22,11 +22,13 @@ training seed (``train.seed`` + 0, 1, ...: initialisation and shuffling); the da
 ``data.seed``) stays the same for every run.
 
 Results: per task its primary metric (mean ± sample std over seeds, and every run), under
-``metrics`` every test metric, and Δm per weighting::
+``metrics`` every test metric, and Δm per weighting (per model and weighting, keyed
+``MODEL/WEIGHTING``, when ``models`` compares several multi-task models — hard sharing against
+MTAN, say — all against the same single-task baselines built on the config's model)::
 
     {"config", "seeds", "tasks": {TASK: {"metric", "higher_is_better"}},
      "single": {TASK: {"mean", "std", "runs", "metrics": {METRIC: {"mean", "std", "runs"}}}},
-     "multi": {WEIGHTING: {"tasks": {TASK: {... as single ...}},
+     "multi": {WEIGHTING: {"model", "weighting", "tasks": {TASK: {... as single ...}},
                            "delta_m": {"mean", "std", "runs"}}},
      "delta_m_metrics": {TASK: [METRIC, ...]}, "train_seeds", "budget", "selection", "wall_s"}
 """
@@ -50,6 +52,7 @@ from attnmtl.data import DataSplits, MultiTaskDataset
 from attnmtl.eval.baselines import fit_baselines
 from attnmtl.eval.delta_m import default_metrics, delta_m
 from attnmtl.eval.metrics import HIGHER_IS_BETTER
+from attnmtl.models import list_models
 from attnmtl.run.build import build_data, build_model, seed_everything
 from attnmtl.run.config import RunConfig, dump_config, load_config, parse_config
 from attnmtl.run.trainer import Trainer
@@ -72,16 +75,31 @@ class RunSpec:
     config: RunConfig
     task: str | None = None  # the baseline's task; None for a multi-task run
     weighting: str | None = None  # the multi-task run's weighting
+    model: str | None = None  # the multi-task run's model, when the bench compares models
 
     @property
     def label(self) -> str:
         """A short name, also the run's folder name under ``--out``."""
-        return run_label(self.seed, self.task, self.weighting)
+        return run_label(self.seed, self.task, self.weighting, self.model)
+
+    @property
+    def entry(self) -> str:
+        """The multi-task run's key in ``results["multi"]``: its weighting, or model/weighting."""
+        return multi_key(str(self.weighting), self.model)
 
 
-def run_label(seed: int, task: str | None = None, weighting: str | None = None) -> str:
-    """``seed<N>-single-<task>`` or ``seed<N>-<weighting>``."""
-    return f"seed{seed}-" + (f"single-{task}" if task is not None else str(weighting))
+def run_label(
+    seed: int, task: str | None = None, weighting: str | None = None, model: str | None = None
+) -> str:
+    """``seed<N>-single-<task>``, ``seed<N>-<weighting>`` or ``seed<N>-<model>-<weighting>``."""
+    if task is not None:
+        return f"seed{seed}-single-{task}"
+    return f"seed{seed}-" + (f"{model}-{weighting}" if model is not None else str(weighting))
+
+
+def multi_key(weighting: str, model: str | None = None) -> str:
+    """A multi-task entry's name: the weighting, prefixed by ``model/`` when models are compared."""
+    return weighting if model is None else f"{model}/{weighting}"
 
 
 def scores(results: Mapping[str, Mapping[str, float]]) -> Scores:
@@ -101,6 +119,18 @@ def check_weightings(weightings: Sequence[str]) -> list[str]:
     return names
 
 
+def check_models(models: Sequence[str]) -> list[str]:
+    """``models`` as a list of distinct registered model names; ValueError otherwise."""
+    names = [m.strip() for m in models if m.strip()]
+    choices = list_models()
+    for name in names:
+        if name not in choices:
+            raise ValueError(f"unknown model {name!r}; expected one of: {', '.join(choices)}")
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"models={list(models)!r}; expected distinct names")
+    return names
+
+
 def variant(base: RunConfig, changes: Mapping[str, Any]) -> RunConfig:
     """``base`` with ``changes``: ``train`` keys merged in, any other section replaced whole."""
     data = base.model_dump(mode="json")
@@ -114,13 +144,17 @@ def plan(
     overrides: Sequence[str],
     weightings: Sequence[str],
     seeds: int,
+    models: Sequence[str] | None = None,
 ) -> tuple[RunConfig, DataSplits, list[RunSpec]]:
     """The base config, its data and every run, in training order.
 
-    Per seed: the single-task baselines, then the multi-task model per weighting. Raises
-    ValueError for a bad config, weighting or seed count before anything trains.
+    Per seed: the single-task baselines (on the config's model), then the multi-task model per
+    weighting — or, with ``models``, each of those models per weighting, built with the config's
+    model options (a model that does not take one of them fails in :func:`check_runs`). Raises
+    ValueError for a bad config, weighting, model or seed count before anything trains.
     """
     names = check_weightings(weightings)
+    compared = check_models(models) if models is not None else None
     if seeds < 1:
         raise ValueError(f"seeds={seeds!r}; expected >= 1")
     fixed = ["train.progress=false", "train.tensorboard=false", "train.test_on=best"]
@@ -131,14 +165,21 @@ def plan(
     for seed in range(base.train.seed, base.train.seed + seeds):
         for name, task in splits.tasks.items():
             monitor = f"{name}:{task.primary_metric}"
-            changes = {"weighting": {"name": "equal"}, "train": {"seed": seed, "monitor": monitor}}
-            runs.append(RunSpec(seed, variant(base, changes), task=name))
-        for name in names:
-            weighting = (
-                base.weighting.model_dump() if name == base.weighting.name else {"name": name}
-            )
-            changes = {"weighting": weighting, "train": {"seed": seed, "monitor": "loss"}}
-            runs.append(RunSpec(seed, variant(base, changes), weighting=name))
+            single = {"weighting": {"name": "equal"}, "train": {"seed": seed, "monitor": monitor}}
+            runs.append(RunSpec(seed, variant(base, single), task=name))
+        options = base.model.model_dump()
+        for model in compared if compared is not None else [None]:
+            for name in names:
+                weighting = (
+                    base.weighting.model_dump() if name == base.weighting.name else {"name": name}
+                )
+                changes: dict[str, Any] = {
+                    "weighting": weighting,
+                    "train": {"seed": seed, "monitor": "loss"},
+                }
+                if model is not None:
+                    changes["model"] = {**options, "name": model}
+                runs.append(RunSpec(seed, variant(base, changes), weighting=name, model=model))
     return base, splits, runs
 
 
@@ -189,7 +230,11 @@ def train_one(
     trainer = Trainer.from_config(config, data, model, run_dir, quiet, **options)
     run_dir.mkdir(parents=True)
     write_text_atomic(run_dir / "config.yaml", dump_config(config))
-    role = {"task": spec.task} if spec.task is not None else {"weighting": spec.weighting}
+    role: dict[str, Any] = (
+        {"task": spec.task}
+        if spec.task is not None
+        else {"weighting": spec.weighting, "model": spec.config.model.name}
+    )
     selection = SELECTION["single" if spec.task is not None else "multi"]
     write_json_atomic(run_dir / "bench.json", {**role, "seed": spec.seed, "selection": selection})
     return trainer.fit()
@@ -203,8 +248,12 @@ def run(
     out: Path | None = None,
     log: Callable[[str], None] = print,
     baselines: bool = False,
+    models: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Train every baseline and multi-task model (see the module docstring); the results.
+
+    ``models``: compare these multi-task models (each with every weighting; ``results["multi"]``
+    keys become ``model/weighting``) instead of the config's model alone.
 
     ``baselines``: also fit the classical baselines (:mod:`attnmtl.eval.baselines`) on the
     same training rows and score them on the same test rows (``results["classical"]``).
@@ -215,7 +264,7 @@ def run(
     """
     if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out} already exists; choose a new (or empty) directory")
-    base, splits, runs = plan(config_name, overrides, weightings, seeds)
+    base, splits, runs = plan(config_name, overrides, weightings, seeds, models)
     check_runs(runs, splits)
     start = time.perf_counter()
     summaries: dict[str, dict[str, Any]] = {}
@@ -272,9 +321,15 @@ def collect(
         "budget": budget(base),
         "selection": dict(SELECTION),
     }
-    for name in dict.fromkeys(spec.weighting for spec in runs if spec.weighting is not None):
-        multi = {s: scores(summaries[run_label(s, weighting=name)]["tasks"]) for s in seeds}
-        results["multi"][name] = {
+    entries = {spec.entry: spec for spec in runs if spec.task is None}
+    for key, spec in entries.items():
+        multi = {
+            s: scores(summaries[run_label(s, weighting=spec.weighting, model=spec.model)]["tasks"])
+            for s in seeds
+        }
+        results["multi"][key] = {
+            "model": spec.config.model.name,
+            "weighting": spec.weighting,
             "tasks": {t: task_stats([multi[s][t] for s in seeds], m) for t, m in metric_of.items()},
             "delta_m": stats([delta_m(multi[s], single[s]) for s in seeds]),
         }

@@ -8,8 +8,9 @@ in-memory data with the same optimizer and schedule, batch size and shuffling:
   metrics.jsonl and TensorBoard logging, checkpoints at the end of the epoch (into a temporary
   run directory). Its samples/s counts the training steps only (its own timer stops for
   evaluation and checkpoints).
-* ``bare``: a nanoGPT-style loop written here — shuffle, gather, forward, the sum of the tasks'
-  losses over the full batch, ``backward``, ``step``, schedule step — nothing else.
+* ``bare``: a nanoGPT-style loop written here — shuffle, gather, the data set's augmentation
+  (dense scene sets), forward, the sum of the tasks' losses over the full batch, ``backward``,
+  ``step``, schedule step — nothing else.
 
 Each round trains one epoch with each, in alternating order; the medians and their ratio are
 reported (ratio = trainer / bare; 1.0 means no overhead).
@@ -52,8 +53,13 @@ def bare_epoch(model: torch.nn.Module, splits: DataSplits, config: Any) -> float
     data, tasks = splits.train, splits.tasks
     model.train()
     start = time.perf_counter()
-    for index in batch_indices(len(data), config.train.batch_size, True, generator):
+    for step, index in enumerate(
+        batch_indices(len(data), config.train.batch_size, True, generator)
+    ):
         batch = data.batch(index)
+        if data.augment is not None:  # the data set's augmentation, drawn as the trainer draws it
+            draw = torch.Generator().manual_seed(config.train.seed * 1_000_033 + step + 1)
+            batch = data.augment(batch, draw)
         output = model(batch.inputs, batch.lengths)
         loss = sum(
             task.compute_loss(output.preds[name], batch.labels[name])

@@ -62,6 +62,14 @@ class SceneAugment:
         return Batch(image, labels, batch.label_mask, batch.lengths, batch.index, batch.anchors)
 
 
+def check_scales(scales: Sequence[float]) -> tuple[float, ...]:
+    """``scales`` as a tuple of zoom factors >= 1; ValueError otherwise."""
+    values = tuple(float(v) for v in scales)
+    if not values or any(not v >= 1.0 for v in values):
+        raise ValueError(f"augment_scales={list(scales)!r}; expected zoom factors >= 1")
+    return values
+
+
 def choose_tasks(
     tasks: Sequence[str] | None, available: Sequence[str], classes: int, data: str
 ) -> list[Task]:
@@ -111,6 +119,7 @@ def scenes_mt(
     invalid_depth: float = 0.05,
     texture_noise: float = 0.05,
     augment: bool = False,
+    augment_scales: Sequence[float] = DEFAULT_SCALES,
     seed: int = 0,
 ) -> DataSplits:
     """Rendered rooms with boxes, spheres and cylinders
@@ -127,6 +136,7 @@ def scenes_mt(
         invalid_depth: share of depth pixels without ground truth.
         texture_noise: std of the per-pixel colour noise.
         augment: random scale-crop and flip of training batches (:class:`SceneAugment`).
+        augment_scales: the scale-crop's zoom factors (MTAN's by default; ``[1]`` only flips).
         seed: the scenes' seed.
     """
     if num_train < 1 or num_val < 1 or num_test < 1:
@@ -134,7 +144,7 @@ def scenes_mt(
             f"num_train, num_val, num_test = {[num_train, num_val, num_test]}; expected >= 1 each"
         )
     chosen = choose_tasks(tasks, ["segmentation", "depth", "normals"], len(CLASSES), "scenes-mt")
-    transform = SceneAugment() if augment else None
+    transform = SceneAugment(check_scales(augment_scales)) if augment else None
     parts = []
     for i, n in enumerate((num_train, num_val, num_test)):
         arrays = render_scenes(

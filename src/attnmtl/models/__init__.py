@@ -9,6 +9,8 @@ from attnmtl.models.aitm import AITM, InformationTransfer
 from attnmtl.models.attention_mtl import AttentionMTL
 from attnmtl.models.base import MultiTaskModel, make_head, unique_parameters
 from attnmtl.models.cross_stitch import CrossStitch, CrossStitchUnit
+from attnmtl.models.dense_cross_stitch import DilatedResNetCrossStitch
+from attnmtl.models.dense_mmoe import DilatedResNetMMoE
 from attnmtl.models.dselect_k import DSelectGate, DSelectK
 from attnmtl.models.encoder import ModuleEncoder, SharedEncoder, build_encoder
 from attnmtl.models.experts import ExpertModel
@@ -20,6 +22,7 @@ from attnmtl.models.mtan import MTAN, MTANTrace
 from attnmtl.models.omoe import OMoE
 from attnmtl.models.ple import CGC, PLE
 from attnmtl.models.registry import MODELS, create_model, list_models, register_model
+from attnmtl.models.resnet_dilated import DeepLabHead, DilatedResNet, DilatedResNetHardSharing
 from attnmtl.models.seed import SEED_TASKS, SeedAttnRNN, SeedAttnTransferMTL
 from attnmtl.models.segnet import SegNetHardSharing, SegNetMTAN
 
@@ -38,6 +41,11 @@ __all__ = [
     "CrossStitchUnit",
     "DSelectGate",
     "DSelectK",
+    "DeepLabHead",
+    "DilatedResNet",
+    "DilatedResNetCrossStitch",
+    "DilatedResNetHardSharing",
+    "DilatedResNetMMoE",
     "ExpertModel",
     "FusionAttention",
     "HardSharing",

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from attnmtl.core.batch import Inputs
 from attnmtl.core.output import MultiTaskOutput
 from attnmtl.core.tasks import Task
+from attnmtl.models.registry import splitting_models
 
 
 def unique_parameters(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
@@ -126,7 +127,8 @@ class MultiTaskModel(nn.Module):
         if not self.splits_features:
             raise ValueError(
                 f"model {type(self).__name__} has no single shared representation to split; "
-                "use a model that has one (attention_mtl, hard_sharing) or the parameters mode"
+                f"use a model that has one ({', '.join(splitting_models())}) or the parameters "
+                "mode"
             )
         split = FeatureSplit()
         self._split = split

@@ -22,3 +22,9 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 def list_models() -> list[str]:
     """Names of the registered models."""
     return MODELS.names()
+
+
+def splitting_models() -> list[str]:
+    """Names of the registered models with one shared representation that ``features`` mode
+    cuts per task (their class sets ``splits_features``)."""
+    return [n for n in MODELS.names() if getattr(MODELS.get(n), "splits_features", False)]

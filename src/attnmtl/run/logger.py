@@ -1,4 +1,4 @@
-"""Run logging: ``metrics.jsonl`` lines, TensorBoard scalars, and a rich progress bar."""
+"""Run logging: ``metrics.jsonl`` lines, TensorBoard scalars and images, and a rich progress bar."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -69,6 +70,11 @@ class RunLogger:
         if self.writer is not None:
             for tag, value in _flatten(values, event):
                 self.writer.add_scalar(tag, value, step)
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """An (H, W, 3) image in [0, 1] to TensorBoard (nothing without TensorBoard)."""
+        if self.writer is not None:
+            self.writer.add_image(tag, image, step, dataformats="HWC")
 
     def close(self) -> None:
         """Flush and close the files."""

@@ -40,8 +40,10 @@ from attnmtl.core.tasks import Task
 from attnmtl.data import Batch, DataSplits
 from attnmtl.data.dataset import batch_indices
 from attnmtl.data.splits import target_stats
+from attnmtl.eval.dense_images import mask_grid, prediction_grid, prediction_rows
 from attnmtl.eval.efficiency import count_parameters
 from attnmtl.eval.metrics import HIGHER_IS_BETTER, evaluate, metric_names
+from attnmtl.models.registry import splitting_models
 from attnmtl.run.build import build_optimizer, build_schedule, build_weighting, resolve_device
 from attnmtl.run.checkpoint import (
     Checkpoint,
@@ -104,6 +106,7 @@ class Position:
 
 # A first-step loss this many times another task's is warned of (it would swamp the others).
 LOSS_SCALE_RATIO = 1000.0
+PREVIEWS = 3  # validation images per dense task in TensorBoard (Trainer.log_previews)
 Scores = Mapping[str, Mapping[str, float]]  # task → metric → value
 
 
@@ -223,7 +226,7 @@ class Trainer:
         if self.weighting.needs == "features" and not can_split:
             raise ValueError(
                 f"weighting {type(weighting).__name__} with mode=features needs a model with one "
-                f"shared representation (attention_mtl, hard_sharing); model "
+                f"shared representation ({', '.join(splitting_models())}); model "
                 f"{type(model).__name__} has none: use weighting.mode=parameters"
             )
         self.transfer = transfer
@@ -591,6 +594,8 @@ class Trainer:
         )
         skipped = {"skipped_steps": pos.epoch_skipped} if pos.epoch_skipped else {}
         logger.log("epoch", pos.step, epoch=pos.epoch, train_loss=train_loss, val=val, **skipped)
+        if logger.writer is not None:
+            self.log_previews(logger, pos.step)
         for callback in self.callbacks:
             callback(self, pos.epoch, val)
         pos.history.append({"epoch": pos.epoch, "train_loss": train_loss, "val": val})
@@ -610,6 +615,31 @@ class Trainer:
         )
         note = f" ({skipped['skipped_steps']} steps skipped)" if skipped else ""
         self.console.log(f"epoch {pos.epoch}/{train.epochs} val {summary}{note}")
+
+    def log_previews(self, logger: RunLogger, step: int) -> None:
+        """TensorBoard images, per dense task: the first :data:`PREVIEWS` validation images'
+        input, ground truth and prediction side by side, and the task's soft attention masks
+        where the model has per-pixel ones (MTAN's last decoder level), channel-averaged."""
+        dense = {name: task for name, task in self.tasks.items() if task.is_dense}
+        val = self.splits.val
+        if not dense or len(val) == 0:
+            return
+        batch = val.batch(torch.arange(min(PREVIEWS, len(val)))).to(self.device)
+        mode = self.model.training
+        self.model.eval()
+        with torch.no_grad(), self.autocast():
+            output = self.model(batch.inputs, batch.lengths)
+        self.model.train(mode)
+        assert isinstance(batch.inputs, Tensor)
+        for name, task in dense.items():
+            preds = output.preds[name].float()
+            rows = prediction_rows(
+                task, batch.inputs, batch.labels[name], preds, batch.label_mask[name]
+            )
+            logger.image(f"predictions/{name}", prediction_grid(rows), step)
+            masks = output.attention.get(name)
+            if masks is not None and masks.dim() == 4:
+                logger.image(f"attention/{name}", mask_grid(masks), step)
 
     def track_patience(self, score: float) -> None:
         """Early stopping (``train.early_stopping``): count the epochs since the score last
