@@ -269,3 +269,53 @@ def test_a_teacher_that_does_not_fit_fails_before_the_run_directory(tmp_path) ->
     ):
         train_run(parse_config(toy_config(train=FAST, transfer=never)), tmp_path / "b")
     assert not (tmp_path / "b").exists()
+
+
+RELATIONAL = ["pkd", "rkd_distance", "rkd_angle", "similarity", "pkt"]
+
+
+@pytest.mark.parametrize("loss", RELATIONAL)
+def test_relational_pairs_vanish_on_the_teacher_and_train_another_student(
+    teacher_dir: Path, loss: str
+) -> None:
+    transfer = {"teacher": str(teacher_dir), "pairs": [{"student": "encoder", "loss": loss}]}
+    cfg = parse_config(toy_config(train=FAST, transfer=transfer))
+    splits = build_data(cfg)
+    batch = splits.train.batch(torch.arange(8))
+    student = load_run_model(teacher_dir).eval()  # the teacher's own weights
+    objective = TransferObjective(cfg.transfer, student, splits.tasks)
+    objective.begin()
+    (term,) = objective(student(batch.inputs, batch.lengths), batch).values()
+    assert abs(float(term.detach())) < 1e-6
+    objective.close()
+    torch.manual_seed(1)
+    other = build_model(cfg, splits)
+    objective = TransferObjective(cfg.transfer, other, splits.tasks)
+    objective.begin()
+    (term,) = objective(other(batch.inputs, batch.lengths), batch).values()
+    assert float(term.detach()) > 0
+    term.backward()
+    assert first_grad(other.encoder) is not None
+    objective.close()
+
+
+def test_dist_logits_on_the_chosen_multiclass_task(teacher_dir: Path, tmp_path) -> None:
+    transfer = {
+        "teacher": str(teacher_dir),
+        "logits": {"weight": 1.0, "loss": "dist", "temperature": 1.0, "tasks": ["cls"]},
+    }
+    run_dir, _ = train_run(
+        parse_config(toy_config(train=FAST, transfer=transfer)), tmp_path / "student"
+    )
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = [x["transfer"] for x in lines if x["event"] == "train"]
+    assert logged and set(logged[0]) == {"logits:cls"}
+    bad = {**transfer, "logits": {"weight": 1.0, "loss": "dist"}}  # reg has no classes
+    with pytest.raises(ValueError, match="loss=dist relates class probabilities; a regression"):
+        _trainer(toy_config(train=FAST, transfer=bad))
+    unknown = {**transfer, "logits": {"weight": 1.0, "loss": "nope"}}
+    with pytest.raises(ValueError, match=r"logits.loss='nope'; expected one of: dist, kd"):
+        parse_config(toy_config(train=FAST, transfer=unknown))
+    missing = {**transfer, "logits": {"weight": 1.0, "tasks": ["nope"]}}
+    with pytest.raises(ValueError, match=r"logits.tasks=\['nope'\]; expected some of"):
+        _trainer(toy_config(train=FAST, transfer=missing))

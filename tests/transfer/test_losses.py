@@ -329,13 +329,19 @@ def test_pair_losses_are_found_by_name_and_a_bad_name_is_one_line():
     from attnmtl.run.config import parse_config
     from attnmtl.transfer.pairs import CAPTURE_KIND, PAIR_LOSSES
 
-    assert PAIR_LOSSES.names() == ["activation", "attention_kl", "relation", "value_relation"]
     assert CAPTURE_KIND == {
         "activation": "activation",
         "attention_kl": "attention",
         "value_relation": "qkv",
         "relation": "qkv",
+        "tinybert_attention": "qkv",
+        "pkd": "activation",
+        "rkd_distance": "activation",
+        "rkd_angle": "activation",
+        "similarity": "activation",
+        "pkt": "activation",
     }
+    assert PAIR_LOSSES.names() == sorted(CAPTURE_KIND)
     bad = {"teacher": "somewhere", "pairs": [{"student": "a", "loss": "fitnet"}]}
     with pytest.raises(ValueError, match=r"loss='fitnet'; expected one of: activation, "):
         parse_config({"transfer": bad})

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from attnmtl.data import DATASETS
 from attnmtl.models import MODELS
-from attnmtl.transfer.pairs import PAIR_LOSSES
+from attnmtl.transfer.pairs import LOGIT_LOSSES, PAIR_LOSSES
 from attnmtl.weighting import WEIGHTINGS
 
 # Arguments the trainer injects into components; a config may not set them.
@@ -161,11 +161,14 @@ class TransferPair(Section):
     ``teacher`` (a module path in the teacher, default: the same as ``student``) and the
     record at ``student`` (a module path in the student).
 
-    Losses (:mod:`attnmtl.transfer.losses`): ``activation`` (Zagoruyko & Komodakis' attention
-    maps of activations; ``p``, ``convention``, ``resize``, ``channels_last``), ``attention_kl``
-    (MiniLM's KL between attention rows; ``heads``), ``value_relation`` (MiniLM's value
-    relation) and ``relation`` (MiniLMv2's Q-Q, K-K, V-V relations over ``relation_heads``
-    heads; ``relations``).
+    Losses (:mod:`attnmtl.transfer.losses`, :mod:`attnmtl.transfer.relational`):
+    ``activation`` (Zagoruyko & Komodakis' attention maps of activations; ``p``,
+    ``convention``, ``resize``, ``channels_last``), ``attention_kl`` (MiniLM's KL between
+    attention rows; ``heads``), ``value_relation`` (MiniLM's value relation), ``relation``
+    (MiniLMv2's Q-Q, K-K, V-V relations over ``relation_heads`` heads; ``relations``),
+    ``tinybert_attention`` (TinyBERT's MSE of the scores before softmax), ``pkd`` (PKD's
+    normalised [CLS] states), ``rkd_distance`` and ``rkd_angle`` (RKD), ``similarity``
+    (similarity-preserving) and ``pkt`` (probabilistic knowledge transfer).
     """
 
     student: str
@@ -182,10 +185,18 @@ class TransferPair(Section):
 
 
 class LogitTransfer(Section):
-    """Hinton et al.'s logit distillation from the teacher's predictions, per shared task."""
+    """Distillation of the teacher's predictions, per shared task: ``loss`` a registered logit
+    loss (:data:`attnmtl.transfer.pairs.LOGIT_LOSSES`) — ``kd`` (Hinton et al.'s soft targets
+    at ``temperature``) or ``dist`` (Huang et al.'s inter- and intra-class relations at
+    ``temperature``, weighted ``beta`` and ``gamma``; multi-class tasks). ``tasks``: the
+    tasks to distil (default: every task the teacher and the student share)."""
 
     weight: float = Field(0.0, ge=0)
+    loss: str = "kd"
+    tasks: list[str] | None = None
     temperature: float = Field(4.0, gt=0)
+    beta: float = Field(1.0, ge=0)
+    gamma: float = Field(1.0, ge=0)
 
 
 class CrossTaskPair(Section):
@@ -457,6 +468,11 @@ def check_transfer(transfer: TransferConfig) -> None:
         raise ValueError(
             f"transfer.pairs: loss={unknown[0]!r}; expected one of: "
             f"{', '.join(PAIR_LOSSES.names())}"
+        )
+    if transfer.logits.loss not in LOGIT_LOSSES:
+        raise ValueError(
+            f"transfer.logits.loss={transfer.logits.loss!r}; expected one of: "
+            f"{', '.join(LOGIT_LOSSES.names())}"
         )
     for pair in transfer.cross_task:
         if pair.source == pair.target:

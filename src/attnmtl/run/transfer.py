@@ -8,8 +8,8 @@ task losses:
 * **pairs** — teacher → student: the record at a module path of the frozen teacher against
   the record at a module path of the student (attention rows, activations or q/k/v), compared
   by a loss of :mod:`attnmtl.transfer.losses`;
-* **logits** — Hinton et al.'s distillation of the teacher's predictions for every task the
-  teacher and the student share, on every sample of the batch (labelled or not);
+* **logits** — distillation of the teacher's predictions (Hinton et al.'s ``kd``, or DIST) for
+  every task the teacher and the student share, on every sample of the batch (labelled or not);
 * **cross_task** — inside the student: a target task's attention pulled toward a source
   task's, the source detached by default (the seed note's "feature mapping"): a task with few
   labels borrows where a well-labelled task looks.
@@ -30,11 +30,8 @@ from attnmtl.encoders.pooling import lengths_to_mask
 from attnmtl.run.build import load_run_model
 from attnmtl.run.config import TransferConfig, TransferPair
 from attnmtl.transfer.capture import QKV, Capture
-from attnmtl.transfer.losses import (
-    attention_kl,
-    logit_distillation,
-)
-from attnmtl.transfer.pairs import CAPTURE_KIND, PAIR_LOSSES
+from attnmtl.transfer.losses import attention_kl
+from attnmtl.transfer.pairs import CAPTURE_KIND, LOGIT_LOSSES, PAIR_LOSSES
 from attnmtl.transfer.teacher import HFTeacher, freeze, load_pretrained
 
 
@@ -160,7 +157,16 @@ class TransferObjective:
                 f"transfer.logits: the teacher's tasks {sorted(teacher_tasks)} share none with the "
                 f"student's {sorted(self.tasks)} (same name, kind and size needed)"
             )
-        return shared
+        chosen = self.config.logits.tasks
+        if chosen is None:
+            return shared
+        unknown = [t for t in chosen if t not in shared]
+        if unknown or not chosen:
+            raise ValueError(
+                f"transfer.logits.tasks={chosen!r}; expected some of the tasks the teacher and "
+                f"the student share: {', '.join(shared)}"
+            )
+        return [t for t in shared if t in chosen]
 
     def begin(self) -> None:
         """Record the next student forward pass (call before it), forgetting the last one."""
@@ -180,10 +186,9 @@ class TransferObjective:
                 loss = pair_loss(pair, records[name], self.student_capture.get(name), mask)
                 terms[f"{pair.loss}:{pair.student}"] = pair.weight * loss
             logits = self.config.logits
+            logit_loss = LOGIT_LOSSES.get(logits.loss)
             for task in self.logit_tasks:
-                loss = logit_distillation(
-                    output.preds[task], preds[task], self.tasks[task].kind, logits.temperature
-                )
+                loss = logit_loss(output.preds[task], preds[task], self.tasks[task].kind, logits)
                 terms[f"logits:{task}"] = logits.weight * loss
         for cross in self.config.cross_task:
             source = output.attention[cross.source]

@@ -7,6 +7,9 @@ here, never by an if/elif on its name. Each is called as ``loss(teacher, student
 options)``: the two records, the (B, T) key-padding mask of the batch (True = real step, or
 None) and the pair's options (an object with the attributes each loss reads, e.g. the config's
 ``TransferPair``).
+
+Logit losses (``transfer.logits.loss``) have their own registry, :data:`LOGIT_LOSSES`
+(``@register_logit_loss``): Hinton's ``kd`` and DIST's ``dist``.
 """
 
 from __future__ import annotations
@@ -22,8 +25,19 @@ from attnmtl.transfer.capture import QKV
 from attnmtl.transfer.losses import (
     activation_transfer_loss,
     attention_kl,
+    logit_distillation,
     relation_kl,
     value_relation_kl,
+)
+from attnmtl.transfer.relational import (
+    attention_score_mse,
+    attention_scores,
+    dist_loss,
+    pkd_loss,
+    pkt_loss,
+    rkd_angle,
+    rkd_distance,
+    similarity_preserving,
 )
 
 PairLoss = Callable[[Any, Any, Tensor | None, Any], Tensor]
@@ -79,3 +93,78 @@ def relation_pair(teacher: QKV, student: QKV, mask: Tensor | None, options: Any)
         for r in options.relations
     ]
     return torch.stack(terms).mean()
+
+
+@register_pair_loss("tinybert_attention", "qkv")
+def tinybert_attention_pair(
+    teacher: QKV, student: QKV, mask: Tensor | None, options: Any
+) -> Tensor:
+    """TinyBERT's MSE between the attention scores before softmax, head to head (equal head
+    counts)."""
+    if teacher.num_heads != student.num_heads:
+        raise ValueError(
+            f"tinybert_attention: teacher has {teacher.num_heads} heads and student "
+            f"{student.num_heads}; TinyBERT maps head to head (use relation for other counts)"
+        )
+    keys = _keys(mask, student.q.shape[1])
+    s = attention_scores(student.q, student.k, student.num_heads)
+    t = attention_scores(teacher.q, teacher.k, teacher.num_heads)
+    return attention_score_mse(s, t, keys)
+
+
+@register_pair_loss("pkd", "activation")
+def pkd_pair(teacher: Tensor, student: Tensor, mask: Tensor | None, options: Any) -> Tensor:
+    """PKD's distance between the normalised [CLS] (first-step) states."""
+    return pkd_loss(student, teacher)
+
+
+@register_pair_loss("rkd_distance", "activation")
+def rkd_distance_pair(
+    teacher: Tensor, student: Tensor, mask: Tensor | None, options: Any
+) -> Tensor:
+    """RKD's distance-wise relations between the batch's samples."""
+    return rkd_distance(student, teacher, mask)
+
+
+@register_pair_loss("rkd_angle", "activation")
+def rkd_angle_pair(teacher: Tensor, student: Tensor, mask: Tensor | None, options: Any) -> Tensor:
+    """RKD's angle-wise relations between the batch's samples."""
+    return rkd_angle(student, teacher, mask)
+
+
+@register_pair_loss("similarity", "activation")
+def similarity_pair(teacher: Tensor, student: Tensor, mask: Tensor | None, options: Any) -> Tensor:
+    """Tung & Mori's similarity-preserving loss on the batch's Gram matrices."""
+    return similarity_preserving(student, teacher, mask)
+
+
+@register_pair_loss("pkt", "activation")
+def pkt_pair(teacher: Tensor, student: Tensor, mask: Tensor | None, options: Any) -> Tensor:
+    """Passalis & Tefas' probabilistic knowledge transfer."""
+    return pkt_loss(student, teacher, mask)
+
+
+LogitLoss = Callable[[Tensor, Tensor, str, Any], Tensor]
+LOGIT_LOSSES: Registry[LogitLoss] = Registry("logit loss")
+register_logit_loss = LOGIT_LOSSES.register
+"""``@register_logit_loss(name)``: a loss of a task's outputs, called as ``loss(student,
+teacher, kind, options)`` with the task kind and the ``transfer.logits`` options (an object
+with ``temperature``, ``beta``, ``gamma``, e.g. the config's ``LogitTransfer``)."""
+
+
+@register_logit_loss("kd")
+def kd_logits(student: Tensor, teacher: Tensor, kind: str, options: Any) -> Tensor:
+    """Hinton et al.'s soft targets at ``temperature`` (MSE for regression)."""
+    return logit_distillation(student, teacher, kind, options.temperature)
+
+
+@register_logit_loss("dist")
+def dist_logits(student: Tensor, teacher: Tensor, kind: str, options: Any) -> Tensor:
+    """DIST's inter- and intra-class relations (``temperature``, ``beta``, ``gamma``);
+    multi-class tasks only."""
+    if kind != "multiclass":
+        raise ValueError(
+            f"transfer.logits.loss=dist relates class probabilities; a {kind} task has none "
+            "(use loss=kd for it)"
+        )
+    return dist_loss(student, teacher, options.temperature, options.beta, options.gamma)
