@@ -9,6 +9,8 @@ is set once for the session, in ``pytest_configure`` (before any fixture of any 
 function-scoped fixture puts it back after a test that changed it.
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -25,3 +27,33 @@ def _seed_and_one_thread():
     torch.set_num_threads(THREADS)
     yield
     torch.set_num_threads(THREADS)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A random 3-layer BERT (width 16, vocabulary 40: [PAD] [UNK] [CLS] [SEP] [MASK], a-z and
+    ##a-##i) with safetensors weights and a WordPiece tokenizer, in a folder: what
+    ``encoder: hf`` and ``textmt``'s ``tokenizer`` read, in milliseconds. Skips without
+    transformers and peft (``attnmtl[text]``)."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        config = transformers.BertConfig(
+            vocab_size=40,
+            hidden_size=16,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
+        transformers.BertModel(config).save_pretrained(folder, safe_serialization=True)
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters]
+    vocab += [f"##{c}" for c in letters[: 40 - len(vocab)]]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    return folder

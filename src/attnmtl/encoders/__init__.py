@@ -6,6 +6,7 @@ and the attention it computed. :data:`ENCODERS` finds them by name for a model
 """
 
 from attnmtl.encoders.cnn import ConvEncoder
+from attnmtl.encoders.hf import HFEncoder
 from attnmtl.encoders.mlp import MLPEncoder
 from attnmtl.encoders.output import EncoderOutput
 from attnmtl.encoders.pooling import MaskedPooling, lengths_to_mask, make_pooling
@@ -25,6 +26,7 @@ __all__ = [
     "ConvEncoder",
     "EncoderOutput",
     "Encoding",
+    "HFEncoder",
     "MLPEncoder",
     "MaskedPooling",
     "PositionalEncoding",

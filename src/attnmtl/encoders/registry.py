@@ -15,6 +15,7 @@ image       (B, W, C·H): columns become steps       (B, C, H, W) as is (2-D con
 table       (B, F, 1): features become steps        (B, 1, F)
 ==========  ======================================  =====================================
 
+``hf`` reads token ids (B, T) of a ``sequence`` data set tokenized for its model.
 ``mlp`` reads any layout flattened to (B, F) and returns a one-step sequence (B, 1, D) (so a
 model's ``pooling`` choice is accepted and has nothing to pool). A model takes an encoder by
 name through :func:`attnmtl.models.build_encoder`, which also accepts a module.
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 
 from attnmtl.core.registry import Registry, check_keywords, describe_options
 from attnmtl.encoders.cnn import ConvEncoder
+from attnmtl.encoders.hf import HFEncoder
 from attnmtl.encoders.mlp import MLPEncoder
 from attnmtl.encoders.rnn import RNNEncoder
 from attnmtl.encoders.transformer import TransformerEncoder
@@ -120,6 +122,22 @@ def mlp_encoding(input_shape: tuple[int, ...], layout: str, **options: Any) -> E
     return Encoding(MLPEncoder(math.prod(input_shape), **options), _identity, False)
 
 
+@register_encoder("hf")
+def hf_encoding(input_shape: tuple[int, ...], layout: str, **options: Any) -> Encoding:
+    """:class:`~attnmtl.encoders.HFEncoder`: a pretrained transformer on token ids (B, T)."""
+    if layout != "sequence" or len(input_shape) != 1:
+        raise ValueError(
+            f"encoder 'hf' reads token ids (B, T); the data hold {layout!r} inputs of shape "
+            f"{tuple(input_shape)} per sample (tokenize text first, e.g. data: textmt)"
+        )
+    check_keywords(HFEncoder, options, "encoder 'hf'")
+    return Encoding(HFEncoder(**options), _identity, True)
+
+
+# Encoders that read token ids (B, T): one sample is a 1-D row of ids, whatever its options.
+TOKEN_ENCODERS = frozenset({"hf"})
+
+
 def list_encoders() -> list[str]:
     """Names of the registered encoders."""
     return ENCODERS.names()
@@ -131,6 +149,7 @@ ENCODER_MODULES: dict[str, type[nn.Module]] = {
     "transformer": TransformerEncoder,
     "cnn": ConvEncoder,
     "mlp": MLPEncoder,
+    "hf": HFEncoder,
 }
 # Arguments a layout builder derives from the data, not options a config gives.
 DERIVED = ("input_dim", "in_channels", "input_shape", "layout")

