@@ -34,13 +34,45 @@ def test_kinds_are_checked() -> None:
 def test_every_experiment_config_validates(tmp_path) -> None:
     from attnmtl.run.config import parse_config
 
-    runs = {"teacher": tmp_path / "t", "source": tmp_path / "s"}
+    runs = {name: tmp_path / name for name in ("teacher", "source", "topic", "sentiment")}
     for kind, builder in BUILDERS.items():
-        if kind == "textmt":
+        if kind.startswith("textmt") or kind == "multi_teacher":
             pytest.importorskip("transformers")
         exp = builder(2)
-        for config in (*exp.prerequisites.values(), exp.control(runs), exp.transfer(runs)):
-            assert parse_config(config).train.epochs in (2, 20)
+        made = [make(runs) for make in exp.variants().values()]
+        for config in (*exp.prerequisites.values(), *made):
+            assert parse_config(config).train.epochs in (2, 3, 20)
+
+
+def test_arms_are_summarised_against_the_control() -> None:
+    exp = BUILDERS["textmt_tuned"](1)
+    assert list(exp.variants()) == ["control", "transfer", "kd", "attention+kd"]
+    scores = {"control": [0.8, 0.82], "transfer": [0.81, 0.83], "kd": [0.9, 0.9]}
+    entry = summarise(exp, {**scores, "attention+kd": [0.7, 0.9]})
+    assert entry["arms"]["kd"]["gain"] == pytest.approx(0.09)
+    assert entry["arms"]["kd"]["beats_std"] is True
+    assert entry["arms"]["attention+kd"]["beats_std"] is False  # its own std is 0.14
+    table = render({"seeds": 2, "epochs": 1, "kinds": {"textmt_tuned": entry}})
+    assert table.row_count == 3
+
+
+def test_the_tuned_experiments_teach_from_fine_tuned_runs(tmp_path) -> None:
+    pytest.importorskip("transformers")
+    runs = {name: tmp_path / name for name in ("teacher", "topic", "sentiment")}
+    tuned = BUILDERS["textmt_tuned"](2)
+    assert tuned.prerequisites["teacher"]["model"]["encoder"] == "hf"
+    kd = tuned.arms["kd"](runs)["transfer"]
+    assert kd["pairs"] == [] and kd["logits"]["weight"] == 1.0
+    multi = BUILDERS["multi_teacher"](2)
+    assert {t: c["data"]["tasks"] for t, c in multi.prerequisites.items()} == {
+        "topic": ["topic"],
+        "sentiment": ["sentiment"],
+    }
+    teachers = multi.transfer(runs)["transfer"]["teachers"]
+    assert {t: v["teacher"] for t, v in teachers.items()} == {
+        t: str(runs[t]) for t in ("topic", "sentiment")
+    }
+    assert all(v["anneal"] for v in multi.arms["bam"](runs)["transfer"]["teachers"].values())
 
 
 @pytest.mark.slow

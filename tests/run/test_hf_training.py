@@ -79,3 +79,36 @@ def test_only_adapters_pooling_and_heads_moved(lora_run: Path, tiny_bert: Path) 
         found = trained.get(prefix + key, trained.get(prefix + name))
         assert found is not None, key
         torch.testing.assert_close(found, value)  # the pretrained weights are untouched
+
+
+def test_a_fine_tuned_run_teaches_its_attention_to_a_small_student(
+    lora_run: Path, tiny_bert: Path, tmp_path: Path
+) -> None:
+    """A task-tuned hf run as the teacher: its (sdpa) encoder is switched to eager attention so
+    that its last layer's maps are captured, and its logits are distilled too."""
+    out = tmp_path / "student"
+    pair = {
+        "student": "encoder.encoder.layers.0.attn",
+        "teacher": "encoder.encoder.model.encoder.layer.2.attention.self",
+        "loss": "attention_kl",
+        "heads": "mean",
+    }
+    transfer = {"teacher": str(lora_run), "pairs": [pair], "logits": {"weight": 1.0}}
+    student = {"vocab_size": 40, "padding_idx": 0, "dim": 8, "num_layers": 1, "num_heads": 2}
+    train(
+        [
+            "-c", "textmt", "--out", str(out),
+            f"model.encoder_options={json.dumps({**student, 'max_len': 24})}",
+            f"data.tokenizer={tiny_bert}", "data.num_per_task=48", "data.max_len=24",
+            f"transfer={json.dumps({**transfer, 'cache_teacher': True})}",
+            "train.epochs=1", "train.batch_size=16", "train.report=false",
+        ]
+    )  # fmt: skip
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    terms = [x["transfer"] for x in lines if x["event"] == "train"][-1]
+    assert set(terms) == {
+        "attention_kl:encoder.encoder.layers.0.attn",
+        "logits:topic",
+        "logits:sentiment",
+    }
+    assert all(v > 0 for v in terms.values())

@@ -21,6 +21,14 @@ Kinds:
 * ``textmt`` — all-MiniLM-L6-v2 (frozen, eager attention) teaches a 2-layer transformer on the
   same tokenizer: KL between the teacher's last-layer attention and the student's last-layer
   attention, heads averaged (12 against 4); needs ``attnmtl[text]``.
+* ``textmt_tuned`` — the same, from a *task-tuned* teacher: MiniLM fine-tuned on textmt's two
+  tasks (the ``textmt_hf`` config) teaches the student its last-layer attention (MiniLM's KL);
+  the other arms are logit-only distillation (``kd``, Hinton's soft targets at temperature 4)
+  and both together (``attention+kd``).
+* ``multi_teacher`` — one task-tuned teacher per task (``textmt_hf`` trained on ``topic``
+  alone and on ``sentiment`` alone) into one multi-task student (``transfer.teachers``), each
+  teacher's last-layer attention KL and logits on its own task's samples; the ``bam`` arm is
+  BAM!'s logits with teacher annealing (Clark et al., ACL 2019).
 
 Prerequisite runs (the teacher, the source) are trained once, with seed 0, before the seeds.
 """
@@ -31,7 +39,7 @@ import copy
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +51,7 @@ from attnmtl.eval.metrics import HIGHER_IS_BETTER
 from attnmtl.pipeline import train_run
 from attnmtl.run.config import load_config, parse_config
 
-KINDS = ("teacher", "cross_task", "fusion", "textmt")
+KINDS = ("teacher", "cross_task", "fusion", "textmt", "textmt_tuned", "multi_teacher")
 QUIET = {"report": False, "tensorboard": False, "progress": False, "threads": 1}
 
 
@@ -52,7 +60,8 @@ class Experiment:
     """One kind: its prerequisite runs, control and transfer configs, and target metric.
 
     ``control`` and ``transfer`` map a prerequisite name to its run directory and return a
-    config mapping (seed set by the caller).
+    config mapping (seed set by the caller); ``arms`` are further variants compared with the
+    control the same way (e.g. logit-only distillation beside attention transfer).
     """
 
     kind: str
@@ -62,6 +71,11 @@ class Experiment:
     prerequisites: dict[str, dict[str, Any]]
     control: Callable[[Mapping[str, Path]], dict[str, Any]]
     transfer: Callable[[Mapping[str, Path]], dict[str, Any]]
+    arms: dict[str, Callable[[Mapping[str, Path]], dict[str, Any]]] = field(default_factory=dict)
+
+    def variants(self) -> dict[str, Callable[[Mapping[str, Path]], dict[str, Any]]]:
+        """Every variant trained per seed: the control, the transfer and the other arms."""
+        return {"control": self.control, "transfer": self.transfer, **self.arms}
 
 
 def _default(**sections: Any) -> dict[str, Any]:
@@ -139,16 +153,8 @@ def fusion_experiment(epochs: int) -> Experiment:
 
 
 def textmt_experiment(epochs: int) -> Experiment:
-    student = load_config("textmt").model_dump(mode="json")
-    student.pop("transfer")
-    student["train"].update(QUIET, epochs=epochs, monitor="topic:accuracy")
-    layers = student["model"].get("encoder_options", {}).get("num_layers", 2)
-    pair = {
-        "student": f"encoder.encoder.layers.{layers - 1}.attn",
-        "teacher": "model.encoder.layer.5.attention.self",
-        "loss": "attention_kl",
-        "heads": "mean",
-    }
+    student = textmt_student(epochs)
+    pair = {**last_layer_pair(student), "teacher": "model.encoder.layer.5.attention.self"}
     return Experiment(
         "textmt",
         "topic",
@@ -162,11 +168,108 @@ def textmt_experiment(epochs: int) -> Experiment:
     )
 
 
+def textmt_student(epochs: int) -> dict[str, Any]:
+    """The shipped ``textmt`` student (quiet, ``epochs``, selected on topic accuracy)."""
+    student = load_config("textmt").model_dump(mode="json")
+    student.pop("transfer")
+    student["train"].update(QUIET, epochs=epochs, monitor="topic:accuracy")
+    return student
+
+
+def tuned_teacher(tasks: Sequence[str]) -> dict[str, Any]:
+    """MiniLM fine-tuned on ``tasks`` of textmt (the shipped ``textmt_hf`` recipe), quiet."""
+    config = load_config("textmt_hf").model_dump(mode="json")
+    config.pop("transfer")
+    config["data"]["tasks"] = list(tasks)
+    config["train"].update({**QUIET, "threads": config["train"]["threads"]})
+    config["train"]["monitor"] = f"{tasks[0]}:accuracy"
+    return config
+
+
+# The last layer of the student and of a fine-tuned MiniLM run (its encoder: hf).
+STUDENT_LAST = "encoder.encoder.layers.{last}.attn"
+TUNED_LAST = "encoder.encoder.model.encoder.layer.5.attention.self"
+
+
+def last_layer_pair(student: Mapping[str, Any]) -> dict[str, Any]:
+    """MiniLM's attention KL between a tuned MiniLM's last layer and the student's last."""
+    layers = student["model"].get("encoder_options", {}).get("num_layers", 2)
+    return {
+        "student": STUDENT_LAST.format(last=layers - 1),
+        "teacher": TUNED_LAST,
+        "loss": "attention_kl",
+        "heads": "mean",
+    }
+
+
+def textmt_tuned_experiment(epochs: int) -> Experiment:
+    student = textmt_student(epochs)
+    pair = last_layer_pair(student)
+
+    def taught(attention: bool, logits: float) -> Callable[[Mapping[str, Path]], dict[str, Any]]:
+        def config(runs: Mapping[str, Path]) -> dict[str, Any]:
+            transfer = {
+                "teacher": str(runs["teacher"]),
+                "pairs": [pair] if attention else [],
+                "logits": {"weight": logits},
+                "cache_teacher": True,
+            }
+            return _with(student, transfer=transfer)
+
+        return config
+
+    return Experiment(
+        "textmt_tuned",
+        "topic",
+        "accuracy",
+        "MiniLM fine-tuned on textmt → small transformer: last-layer attention KL (heads "
+        "averaged); arms: logit KD, both",
+        {"teacher": tuned_teacher(["topic", "sentiment"])},
+        lambda runs: student,
+        taught(True, 0.0),
+        {"kd": taught(False, 1.0), "attention+kd": taught(True, 1.0)},
+    )
+
+
+def multi_teacher_experiment(epochs: int) -> Experiment:
+    student = textmt_student(epochs)
+    pair = last_layer_pair(student)
+    tasks = ("topic", "sentiment")
+
+    def taught(bam: bool) -> Callable[[Mapping[str, Path]], dict[str, Any]]:
+        def config(runs: Mapping[str, Path]) -> dict[str, Any]:
+            teachers = {
+                task: (
+                    {"teacher": str(runs[task]), "logits": {"weight": 1.0}, "anneal": True}
+                    if bam
+                    else {"teacher": str(runs[task]), "pairs": [pair], "logits": {"weight": 1.0}}
+                )
+                for task in tasks
+            }
+            return _with(student, transfer={"teachers": teachers, "cache_teacher": True})
+
+        return config
+
+    return Experiment(
+        "multi_teacher",
+        "topic",
+        "accuracy",
+        "one fine-tuned MiniLM per task → one multi-task student: each teacher's attention KL "
+        "and logit KD on its task's samples; arm bam: logits with teacher annealing",
+        {task: tuned_teacher([task]) for task in tasks},
+        lambda runs: student,
+        taught(False),
+        {"bam": taught(True)},
+    )
+
+
 BUILDERS = {
     "teacher": teacher_experiment,
     "cross_task": cross_task_experiment,
     "fusion": fusion_experiment,
     "textmt": textmt_experiment,
+    "textmt_tuned": textmt_tuned_experiment,
+    "multi_teacher": multi_teacher_experiment,
 }
 
 
@@ -208,11 +311,12 @@ def run(
                 tick = time.perf_counter()
                 train_config(config, runs[name])
                 log(f"{exp.kind}/{name}: trained ({time.perf_counter() - tick:.0f} s)")
-            scores: dict[str, list[float]] = {"control": [], "transfer": []}
-            others: dict[str, list[dict[str, float]]] = {"control": [], "transfer": []}
+            variants = exp.variants()
+            scores: dict[str, list[float]] = {name: [] for name in variants}
+            others: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
             for seed in range(seeds):
-                for variant in ("control", "transfer"):
-                    config = getattr(exp, variant)(runs)
+                for variant, make in variants.items():
+                    config = make(runs)
                     config = _with(config, train={**config["train"], "seed": seed})
                     tick = time.perf_counter()
                     summary = train_config(config, root / exp.kind / f"{variant}-seed{seed}")
@@ -246,7 +350,7 @@ def summarise(exp: Experiment, scores: Mapping[str, Sequence[float]]) -> dict[st
     control, transfer = stats(scores["control"]), stats(scores["transfer"])
     sign = 1.0 if HIGHER_IS_BETTER[exp.metric] else -1.0
     gain = sign * (transfer["mean"] - control["mean"])
-    return {
+    entry: dict[str, Any] = {
         "description": exp.description,
         "task": exp.task,
         "metric": exp.metric,
@@ -255,6 +359,18 @@ def summarise(exp: Experiment, scores: Mapping[str, Sequence[float]]) -> dict[st
         "gain": gain,
         "beats_std": gain > max(control["std"], transfer["std"]),
     }
+    arms = {}
+    for name in exp.arms:
+        arm = stats(scores[name])
+        arm_gain = sign * (arm["mean"] - control["mean"])
+        arms[name] = {
+            **arm,
+            "gain": arm_gain,
+            "beats_std": arm_gain > max(control["std"], arm["std"]),
+        }
+    if arms:
+        entry["arms"] = arms
+    return entry
 
 
 def render(results: Mapping[str, Any]) -> Table:
@@ -271,4 +387,13 @@ def render(results: Mapping[str, Any]) -> Table:
             f"{entry['gain']:+.4f}",
             "yes" if entry["beats_std"] else "no",
         )
+        for name, arm in entry.get("arms", {}).items():
+            table.add_row(
+                f"{kind} ({name})",
+                f"{entry['task']}:{entry['metric']}",
+                f"{entry['control']['mean']:.4f} ± {entry['control']['std']:.4f}",
+                f"{arm['mean']:.4f} ± {arm['std']:.4f}",
+                f"{arm['gain']:+.4f}",
+                "yes" if arm["beats_std"] else "no",
+            )
     return table

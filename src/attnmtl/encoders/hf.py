@@ -228,6 +228,15 @@ class HFEncoder(nn.Module):
         )
         return get_peft_model(base, config)
 
+    def set_attention(self, attention: str) -> None:
+        """Compute attention ``sdpa`` (fused) or ``eager`` (explicit, so that its weights can be
+        captured: a fine-tuned run read as a teacher of attention maps)."""
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention={attention!r}; expected one of: {', '.join(ATTENTIONS)}")
+        base: Any = self.model
+        base = getattr(base, "get_base_model", lambda: base)()
+        base.set_attn_implementation(attention)
+
     def merge_adapters(self) -> None:
         """Fold LoRA's B A into the pretrained weights (W ← W + (α/r) B A): the same function,
         without the adapters' extra matmuls. No-op without LoRA."""

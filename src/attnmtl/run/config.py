@@ -215,6 +215,26 @@ class CrossTaskPair(Section):
     detach: bool = True
 
 
+class TaskTeacher(Section):
+    """One task's own teacher (``transfer.teachers: {TASK: ...}``): born-again multi-task
+    distillation (Clark et al., "BAM! Born-Again Multi-Task Networks for Natural Language
+    Understanding", ACL 2019), each term taken on the samples labelled for ``TASK`` only.
+
+    ``teacher``: a finished run (single-task or multi-task, an ``hf`` fine-tuning run
+    included) or ``hf:NAME_OR_FOLDER``; ``pairs`` and ``logits`` as in ``transfer``
+    (``logits.tasks`` defaults to ``[TASK]``). ``anneal``: BAM's teacher annealing — the
+    task's loss on its samples becomes λ·L(gold) + (1 − λ)·L(teacher's soft targets at
+    temperature 1), λ rising linearly from 0 to 1 over training (the weighting sees that mixed
+    loss as the task's loss).
+    """
+
+    teacher: str
+    checkpoint: Literal["best", "last"] = "best"
+    pairs: list[TransferPair] = Field(default_factory=list)
+    logits: LogitTransfer = LogitTransfer()
+    anneal: bool = False
+
+
 class TransferConfig(Section):
     """Attention transfer during training (empty: none).
 
@@ -223,7 +243,8 @@ class TransferConfig(Section):
     loaded offline in eval mode with eager attention, frozen, outside the optimizer.
     ``cache_teacher``: keep the teacher's records and predictions for every training sample
     (on the CPU) after its first epoch and reuse them — exact, since the teacher is frozen and
-    the data fixed; costs N × the size of one sample's records in memory.
+    the data fixed; costs N × the size of one sample's records in memory (per teacher).
+    ``teachers``: one teacher per task instead (:class:`TaskTeacher`).
     """
 
     teacher: str | None = None
@@ -232,10 +253,11 @@ class TransferConfig(Section):
     pairs: list[TransferPair] = Field(default_factory=list)
     logits: LogitTransfer = LogitTransfer()
     cross_task: list[CrossTaskPair] = Field(default_factory=list)
+    teachers: dict[str, TaskTeacher] = Field(default_factory=dict)
 
     def active(self) -> bool:
         """Whether any transfer term is configured."""
-        return bool(self.pairs or self.logits.weight > 0 or self.cross_task)
+        return bool(self.pairs or self.logits.weight > 0 or self.cross_task or self.teachers)
 
 
 class RunConfig(Section):
@@ -457,6 +479,20 @@ def check_components(config: RunConfig) -> None:
         )
 
 
+def check_terms(where: str, pairs: list[TransferPair], logits: LogitTransfer) -> None:
+    """Every pair loss and the logit loss are registered ones."""
+    unknown = [p.loss for p in pairs if p.loss not in PAIR_LOSSES]
+    if unknown:
+        raise ValueError(
+            f"{where}.pairs: loss={unknown[0]!r}; expected one of: {', '.join(PAIR_LOSSES.names())}"
+        )
+    if logits.loss not in LOGIT_LOSSES:
+        raise ValueError(
+            f"{where}.logits.loss={logits.loss!r}; expected one of: "
+            f"{', '.join(LOGIT_LOSSES.names())}"
+        )
+
+
 def check_transfer(transfer: TransferConfig) -> None:
     """Teacher terms need a teacher; a teacher with no term is a mistake worth naming."""
     needs_teacher = bool(transfer.pairs) or transfer.logits.weight > 0
@@ -469,17 +505,19 @@ def check_transfer(transfer: TransferConfig) -> None:
             f"transfer.teacher={transfer.teacher!r} but no transfer.pairs and logits.weight=0; "
             "add a pair or a logits weight"
         )
-    unknown = [p.loss for p in transfer.pairs if p.loss not in PAIR_LOSSES]
-    if unknown:
+    if transfer.teachers and transfer.teacher is not None:
         raise ValueError(
-            f"transfer.pairs: loss={unknown[0]!r}; expected one of: "
-            f"{', '.join(PAIR_LOSSES.names())}"
+            f"transfer.teacher={transfer.teacher!r} and transfer.teachers: give one teacher "
+            "for every task or one per task, not both"
         )
-    if transfer.logits.loss not in LOGIT_LOSSES:
-        raise ValueError(
-            f"transfer.logits.loss={transfer.logits.loss!r}; expected one of: "
-            f"{', '.join(LOGIT_LOSSES.names())}"
-        )
+    check_terms("transfer", transfer.pairs, transfer.logits)
+    for task, spec in transfer.teachers.items():
+        if not (spec.pairs or spec.logits.weight > 0 or spec.anneal):
+            raise ValueError(
+                f"transfer.teachers.{task}: no pairs, logits.weight=0 and anneal false; give "
+                "its teacher a term"
+            )
+        check_terms(f"transfer.teachers.{task}", spec.pairs, spec.logits)
     for pair in transfer.cross_task:
         if pair.source == pair.target:
             raise ValueError(f"transfer.cross_task: source and target are both {pair.source!r}")

@@ -370,6 +370,12 @@ class Trainer:
             **self.transfer_log(),
         )
 
+    def progress(self) -> float:
+        """The share of training done before the current step, in [0, 1)."""
+        per_epoch = max(1, math.ceil(len(self.splits.train) / self.settings.batch_size))
+        pos = self.position
+        return (pos.epoch + pos.batch / per_epoch) / max(1, self.settings.epochs)
+
     def step(self, batch: Batch) -> tuple[dict[str, Tensor], list[int], dict[str, Tensor]]:
         """One optimizer step on ``batch``: forward, masked task losses, weighting, update."""
         present_counts = label_counts(batch, self.tasks)
@@ -384,6 +390,8 @@ class Trainer:
             output = self.model(batch.inputs, batch.lengths)
             losses = task_losses(output, batch, self.tasks, present_counts)
             terms = self.transfer(output, batch) if self.transfer is not None else {}
+            if self.transfer is not None:  # annealed teachers' soft targets (BAM!)
+                losses = self.transfer.anneal(losses, output, batch, self.progress())
         if self.dist is not None:  # global means in value, this shard's gradient (see module)
             local = {t: n for t, n in zip(self.tasks, present_counts, strict=True) if n > 0}
             losses, counts = self.dist.global_losses(

@@ -18,6 +18,7 @@ task losses:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -28,9 +29,9 @@ from attnmtl.core.tasks import Task
 from attnmtl.data.dataset import MultiTaskDataset
 from attnmtl.encoders.pooling import lengths_to_mask
 from attnmtl.run.build import load_run_model
-from attnmtl.run.config import TransferConfig, TransferPair
+from attnmtl.run.config import LogitTransfer, TransferConfig, TransferPair
 from attnmtl.transfer.capture import QKV, Capture
-from attnmtl.transfer.losses import attention_kl
+from attnmtl.transfer.losses import attention_kl, logit_distillation
 from attnmtl.transfer.pairs import CAPTURE_KIND, LOGIT_LOSSES, PAIR_LOSSES
 from attnmtl.transfer.teacher import HFTeacher, freeze, load_pretrained
 
@@ -92,6 +93,35 @@ class TeacherCache:
         self.filled[index] = True
 
 
+@dataclass
+class TeacherTerms:
+    """One frozen teacher and its terms.
+
+    Attributes:
+        where: its config section (``transfer`` or ``transfer.teachers.TASK``), for errors.
+        task: the task whose labelled samples its terms are taken on (None: every sample).
+        model: the teacher; ``capture``: its records at the pairs' teacher paths.
+        pairs: pair name (unique across teachers) → pair.
+        logits: the logit distillation options; ``logit_tasks``: the tasks distilled.
+        anneal: BAM's teacher annealing of ``task``'s loss.
+        cache: its records and predictions per training sample, when cached.
+    """
+
+    where: str
+    task: str | None
+    model: nn.Module
+    capture: Capture
+    pairs: dict[str, TransferPair]
+    logits: LogitTransfer
+    logit_tasks: list[str] = field(default_factory=list)
+    anneal: bool = False
+    cache: TeacherCache | None = None
+    qkv_heads: dict[str, int] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.capture.close()
+
+
 class TransferObjective:
     """Computes the configured transfer terms for a student's forward pass.
 
@@ -99,9 +129,10 @@ class TransferObjective:
         config: the ``transfer:`` section.
         student: the model being trained (its capture hooks stay on until :meth:`close`).
         tasks: the student's tasks.
-        device: where the teacher runs.
+        device: where the teachers run.
 
-    Call :meth:`begin` before each student forward pass and the object after it.
+    Call :meth:`begin` before each student forward pass and the object after it; with
+    annealed teachers, :meth:`anneal` then mixes their soft targets into the task losses.
     """
 
     def __init__(
@@ -119,52 +150,102 @@ class TransferObjective:
                         f"transfer.cross_task: unknown task {side!r}; expected one of: "
                         f"{', '.join(self.tasks)}"
                     )
-        self.teacher: nn.Module | None = None
-        self.cache = TeacherCache() if config.cache_teacher else None
-        self.train_size = 0  # samples of the data set the batches come from (for the cache)
-        self.qkv_heads: dict[str, int] = {}
-        self.device = torch.device(device)
-        self.logit_tasks: list[str] = []
-        names = {f"pair{i}": pair for i, pair in enumerate(config.pairs)}
-        kinds = {name: CAPTURE_KIND[pair.loss] for name, pair in names.items()}
-        self.pairs = names
-        self.student_capture = Capture(student, {n: p.student for n, p in names.items()}, kinds)
-        self.student_capture.active = False  # on only for training forward passes (begin)
-        self.teacher_capture: Capture | None = None
-        try:
-            if config.teacher is not None:
-                self.teacher = load_teacher(config.teacher, config.checkpoint, device)
-                self.teacher_capture = Capture(
-                    self.teacher, {n: p.teacher or p.student for n, p in names.items()}, kinds
+        for task in config.teachers:
+            if task not in self.tasks:
+                raise ValueError(
+                    f"transfer.teachers: unknown task {task!r}; expected one of: "
+                    f"{', '.join(self.tasks)}"
                 )
-                self.logit_tasks = self._logit_tasks()
+        self.train_size = 0  # samples of the data set the batches come from (for the cache)
+        self.device = torch.device(device)
+        self.slots: list[TeacherTerms] = []
+        self.last_preds: dict[str, tuple[Tensor, Tensor]] = {}  # task → (rows, teacher preds)
+        # (where, task, spec, checkpoint, pairs, logits, anneal) of every teacher
+        specs: list[tuple[str, str | None, str, str, list[TransferPair], LogitTransfer, bool]]
+        specs = []
+        if config.teacher is not None:
+            specs.append(
+                ("transfer", None, config.teacher, config.checkpoint, config.pairs,
+                 config.logits, False)
+            )  # fmt: skip
+        for task, t in config.teachers.items():
+            where = f"transfer.teachers.{task}"
+            specs.append((where, task, t.teacher, t.checkpoint, t.pairs, t.logits, t.anneal))
+        named = [
+            {f"{where}.pair{i}": pair for i, pair in enumerate(pairs)}
+            for where, _, _, _, pairs, _, _ in specs
+        ]
+        every = {name: pair for names in named for name, pair in names.items()}
+        kinds = {name: CAPTURE_KIND[pair.loss] for name, pair in every.items()}
+        self.student_capture = Capture(student, {n: p.student for n, p in every.items()}, kinds)
+        self.student_capture.active = False  # on only for training forward passes (begin)
+        try:
+            for (where, owner, spec, checkpoint, _, logits, anneal), pairs in zip(
+                specs, named, strict=True
+            ):
+                if anneal and self.tasks[str(owner)].is_dense:
+                    raise ValueError(
+                        f"{where}.anneal mixes soft targets into a per-sample task's loss; "
+                        f"{owner!r} is a per-pixel task"
+                    )
+                eager = any(kinds[n] == "attention" for n in pairs)
+                teacher = load_teacher(spec, checkpoint, device, eager=eager)
+                slot = TeacherTerms(
+                    where,
+                    owner,
+                    teacher,
+                    Capture(
+                        teacher,
+                        {n: p.teacher or p.student for n, p in pairs.items()},
+                        {n: kinds[n] for n in pairs},
+                    ),
+                    pairs,
+                    logits,
+                    anneal=anneal,
+                    cache=TeacherCache() if config.cache_teacher else None,
+                )
+                self.slots.append(slot)
+                slot.logit_tasks = self._logit_tasks(slot, spec)
         except Exception:
             self.close()
             raise
 
-    def _logit_tasks(self) -> list[str]:
-        if self.config.logits.weight == 0:
+    @property
+    def teacher(self) -> nn.Module | None:
+        """The teacher of ``transfer.teacher`` (the first one with ``transfer.teachers``)."""
+        return self.slots[0].model if self.slots else None
+
+    def _logit_tasks(self, slot: TeacherTerms, spec: str) -> list[str]:
+        """The tasks whose predictions ``slot``'s teacher distils (or anneals)."""
+        if slot.logits.weight == 0 and not slot.anneal:
             return []
-        teacher_tasks = getattr(self.teacher, "tasks", None)
+        teacher_tasks = getattr(slot.model, "tasks", None)
         if not isinstance(teacher_tasks, dict):
             raise ValueError(
-                f"transfer.logits needs a teacher with task outputs; {self.config.teacher!r} "
-                "has none (a pretrained encoder): set transfer.logits.weight=0"
+                f"{slot.where}.logits needs a teacher with task outputs; {spec!r} "
+                "has none (a pretrained encoder): set its logits.weight=0"
             )
         shared = [t for t in self.tasks if t in teacher_tasks and teacher_tasks[t] == self.tasks[t]]
+        if slot.task is not None and slot.task not in shared:
+            raise ValueError(
+                f"{slot.where}: the teacher {spec!r} has no task {slot.task!r} like the "
+                f"student's (its tasks: {', '.join(sorted(teacher_tasks))}; same name, kind and "
+                "size needed for logits or anneal)"
+            )
         if not shared:
             raise ValueError(
-                f"transfer.logits: the teacher's tasks {sorted(teacher_tasks)} share none with the "
-                f"student's {sorted(self.tasks)} (same name, kind and size needed)"
+                f"{slot.where}.logits: the teacher's tasks {sorted(teacher_tasks)} share none "
+                f"with the student's {sorted(self.tasks)} (same name, kind and size needed)"
             )
-        chosen = self.config.logits.tasks
+        default = shared if slot.task is None else [slot.task]
+        chosen = slot.logits.tasks
         if chosen is None:
-            return shared
+            return default
         unknown = [t for t in chosen if t not in shared]
         if unknown or not chosen:
             raise ValueError(
-                f"transfer.logits.tasks={chosen!r}; expected some of the tasks the teacher and "
-                f"the student share: {', '.join(shared)}"
+                f"{slot.where}.logits.tasks={chosen!r}; expected some of the tasks the teacher "
+                f"and the student share: {', '.join(shared)}"
             )
         return [t for t in shared if t in chosen]
 
@@ -176,20 +257,32 @@ class TransferObjective:
     def __call__(self, output: MultiTaskOutput, batch: Batch) -> dict[str, Tensor]:
         """name → weighted term, for the student ``output`` of ``batch``."""
         self.student_capture.active = False
+        self.last_preds = {}
         terms: dict[str, Tensor] = {}
         # real steps over the batch's full width (records span it, not just the longest sample)
         width = batch.inputs.shape[1] if isinstance(batch.inputs, Tensor) else None
         mask = padding_mask(batch, width) if width is not None else None
-        if self.teacher is not None:
-            records, preds = self.teacher_outputs(batch)
-            for name, pair in self.pairs.items():
-                loss = pair_loss(pair, records[name], self.student_capture.get(name), mask)
-                terms[f"{pair.loss}:{pair.student}"] = pair.weight * loss
-            logits = self.config.logits
-            logit_loss = LOGIT_LOSSES.get(logits.loss)
-            for task in self.logit_tasks:
-                loss = logit_loss(output.preds[task], preds[task], self.tasks[task].kind, logits)
-                terms[f"logits:{task}"] = logits.weight * loss
+        for slot in self.slots:
+            rows = None if slot.task is None else batch.label_mask[slot.task].nonzero()[:, 0]
+            if rows is not None and rows.numel() == 0:
+                continue  # no sample of its task in this batch
+            part = batch if rows is None else batch.rows(rows)
+            records, preds = self.teacher_outputs(slot, part)
+            prefix = "" if slot.task is None else f"{slot.task}/"
+            for name, pair in slot.pairs.items():
+                student = take(self.student_capture.get(name), rows)
+                rows_mask = None if mask is None or rows is None else mask[rows]
+                loss = pair_loss(pair, records[name], student, mask if rows is None else rows_mask)
+                terms[f"{prefix}{pair.loss}:{pair.student}"] = pair.weight * loss
+            logit_loss = LOGIT_LOSSES.get(slot.logits.loss)
+            for task in slot.logit_tasks:
+                mine = output.preds[task] if rows is None else output.preds[task][rows]
+                if slot.logits.weight > 0:
+                    loss = logit_loss(mine, preds[task], self.tasks[task].kind, slot.logits)
+                    terms[f"{prefix}logits:{task}"] = slot.logits.weight * loss
+                if slot.anneal and task == slot.task:
+                    assert rows is not None
+                    self.last_preds[task] = rows, preds[task]
         for cross in self.config.cross_task:
             source = output.attention[cross.source]
             source = source.detach() if cross.detach else source
@@ -201,45 +294,71 @@ class TransferObjective:
         self.student_capture.clear()  # the graph holds what backward needs
         return terms
 
-    def teacher_outputs(self, batch: Batch) -> tuple[dict[str, object], dict[str, Tensor]]:
-        """The teacher's records (pair name → record) and predictions on ``batch``."""
-        assert self.teacher is not None and self.teacher_capture is not None
-        cache = self.cache if batch.index is not None and self.train_size else None
+    def anneal(
+        self,
+        losses: dict[str, Tensor],
+        output: MultiTaskOutput,
+        batch: Batch,
+        progress: float,
+    ) -> dict[str, Tensor]:
+        """BAM's teacher annealing: each annealed task's loss on its labelled samples becomes
+        λ·L(gold) + (1 − λ)·L(teacher at temperature 1), λ = ``progress`` in [0, 1] (the
+        share of training done). Other tasks' losses are returned as they are."""
+        if not self.last_preds:
+            return losses
+        mixed = dict(losses)
+        lam = min(max(progress, 0.0), 1.0)
+        for task, (rows, teacher) in self.last_preds.items():
+            if task not in losses:
+                continue
+            soft = logit_distillation(
+                output.preds[task][rows], teacher, self.tasks[task].kind, temperature=1.0
+            )
+            mixed[task] = lam * losses[task] + (1 - lam) * soft
+        return mixed
+
+    def teacher_outputs(
+        self, slot: TeacherTerms, batch: Batch
+    ) -> tuple[dict[str, object], dict[str, Tensor]]:
+        """``slot``'s teacher's records (pair name → record) and predictions on ``batch``."""
+        cache = slot.cache if batch.index is not None and self.train_size else None
         if cache is not None:
             assert batch.index is not None
             hit = cache.lookup(batch.index)
             if hit is not None:
-                return self._unflatten({k: v.to(self.device) for k, v in hit.items()})
-        self.teacher_capture.clear()
+                return self._unflatten(slot, {k: v.to(self.device) for k, v in hit.items()})
+        slot.capture.clear()
         with torch.no_grad():
-            taught = self.teacher(batch.inputs, batch.lengths)
-        records = {name: self.teacher_capture.get(name) for name in self.pairs}
+            taught = slot.model(batch.inputs, batch.lengths)
+        records = {name: slot.capture.get(name) for name in slot.pairs}
         for name, record in records.items():
             if isinstance(record, QKV):
-                self.qkv_heads[name] = record.num_heads
-        preds = {t: taught.preds[t].detach() for t in self.logit_tasks}
+                slot.qkv_heads[name] = record.num_heads
+        preds = {t: taught.preds[t].detach() for t in slot.logit_tasks}
         if cache is not None:
             assert batch.index is not None
             cache.put(batch.index, TeacherCache.flatten(records, preds), self.train_size)
         return records, preds
 
-    def _unflatten(self, flat: Mapping[str, Tensor]) -> tuple[dict[str, object], dict[str, Tensor]]:
+    def _unflatten(
+        self, slot: TeacherTerms, flat: Mapping[str, Tensor]
+    ) -> tuple[dict[str, object], dict[str, Tensor]]:
         records: dict[str, object] = {}
-        for name, pair in self.pairs.items():
+        for name, pair in slot.pairs.items():
             if CAPTURE_KIND[pair.loss] == "qkv":
-                heads = self.qkv_heads[name]
+                heads = slot.qkv_heads[name]
                 records[name] = QKV(flat[f"{name}:q"], flat[f"{name}:k"], flat[f"{name}:v"], heads)
             else:
                 records[name] = flat[name]
-        preds = {t: flat[f"pred:{t}"] for t in self.logit_tasks}
+        preds = {t: flat[f"pred:{t}"] for t in slot.logit_tasks}
         return records, preds
 
     def check(self, model: nn.Module, train: MultiTaskDataset) -> None:
-        """Try every term on two training samples (the model in eval mode, no gradient), so a
-        module path that never runs or a teacher that does not fit the data fails now, in one
+        """Try every term on a few training samples (the model in eval mode, no gradient), so
+        a module path that never runs or a teacher that does not fit the data fails now, in one
         line, before a run directory exists. Sets :attr:`train_size` for the teacher cache."""
         self.train_size = len(train)
-        probe = train.batch(torch.arange(min(2, len(train))))
+        probe = train.batch(self.probe_rows(train))
         probe.index = None  # not a training step: nothing goes into the teacher cache
         probe = probe.to(self.device)
         mode = model.training
@@ -247,7 +366,9 @@ class TransferObjective:
         try:
             self.begin()
             with torch.no_grad():
-                self(model(probe.inputs, probe.lengths), probe)
+                output = model(probe.inputs, probe.lengths)
+                self(output, probe)
+                self.last_preds = {}
         except (RuntimeError, IndexError, KeyError) as err:
             self.close()
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -259,24 +380,53 @@ class TransferObjective:
         finally:
             model.train(mode)
 
+    def probe_rows(self, train: MultiTaskDataset) -> Tensor:
+        """Two training samples, plus one labelled sample of each per-task teacher's task."""
+        rows = list(range(min(2, len(train))))
+        for slot in self.slots:
+            if slot.task is not None:
+                labelled = train.label_mask[slot.task].nonzero()[:, 0]
+                if labelled.numel():
+                    rows.append(int(labelled[0]))
+        return torch.tensor(sorted(set(rows)))
+
     def close(self) -> None:
         """Remove every capture hook."""
         self.student_capture.close()
-        if self.teacher_capture is not None:
-            self.teacher_capture.close()
+        for slot in self.slots:
+            slot.close()
+
+
+def take(record: object, rows: Tensor | None) -> object:
+    """A captured record (a tensor or :class:`QKV`) of the samples at ``rows`` (all: None)."""
+    if rows is None:
+        return record
+    if isinstance(record, QKV):
+        return QKV(record.q[rows], record.k[rows], record.v[rows], record.num_heads)
+    assert isinstance(record, Tensor)
+    return record[rows]
 
 
 def load_teacher(
-    spec: str, checkpoint: str = "best", device: torch.device | str = "cpu"
+    spec: str,
+    checkpoint: str = "best",
+    device: torch.device | str = "cpu",
+    eager: bool = False,
 ) -> nn.Module:
     """The frozen teacher ``spec``: a run directory, or ``hf:NAME_OR_FOLDER``.
 
-    A run directory's model is returned as is (capture paths are its own); a Hugging Face model
-    is wrapped in :class:`~attnmtl.transfer.teacher.HFTeacher`, whose capture paths start with
+    A run directory's model is returned as is (capture paths are its own; LoRA adapters merged);
+    with ``eager``, a pretrained encoder inside it (``encoder: hf``) computes its attention
+    explicitly, so that its weights can be captured. A Hugging Face model is wrapped in
+    :class:`~attnmtl.transfer.teacher.HFTeacher` (eager), whose capture paths start with
     ``model.``.
     """
     if spec.startswith("hf:"):
         model: nn.Module = HFTeacher(load_pretrained(spec[3:]))
     else:
         model = load_run_model(spec, checkpoint)
+        for module in model.modules() if eager else ():
+            switch = getattr(module, "set_attention", None)
+            if callable(switch):
+                switch("eager")
     return freeze(model.to(device))
