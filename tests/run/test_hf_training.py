@@ -112,3 +112,39 @@ def test_a_fine_tuned_run_teaches_its_attention_to_a_small_student(
         "logits:sentiment",
     }
     assert all(v > 0 for v in terms.values())
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_lora_run_exports_merged_and_matches_pytorch(lora_run: Path, tmp_path: Path, fmt: str):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    out = tmp_path / f"model.{fmt}"
+    with pytest.raises(SystemExit) as done:
+        main(["export", str(lora_run), "--format", fmt, "--out", str(out)])
+    assert done.value.code == 0 and out.is_file()  # checked against PyTorch to 1e-4 inside
+
+
+@pytest.mark.parametrize(
+    ("model", "weighting"),
+    [
+        ("hard_sharing", "{name: cagrad, mode: features}"),  # split at the pooled [CLS] state
+        ("attention_mtl", "{name: pcgrad, mode: parameters}"),
+        ("mmoe", "{name: uncertainty}"),
+    ],
+)
+def test_models_and_weightings_train_on_the_hf_encoder(
+    tiny_bert: Path, tmp_path: Path, model: str, weighting: str
+) -> None:
+    out = tmp_path / "run"
+    encoder = {"model": str(tiny_bert), "train_layers": 1}
+    spec = {"name": model, "encoder": "hf", "encoder_options": encoder}
+    train(
+        [
+            "-c", "textmt_hf", "--out", str(out), f"model={json.dumps(spec)}",
+            f"data.tokenizer={tiny_bert}", "data.num_per_task=32", "data.max_len=16",
+            f"weighting={weighting}", "train.epochs=1", "train.batch_size=16",
+            "train.threads=1", "train.report=false",
+        ]
+    )  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["tasks"]) == {"topic", "sentiment"}

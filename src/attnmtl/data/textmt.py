@@ -43,6 +43,7 @@ from attnmtl.core.tasks import Task
 from attnmtl.data.dataset import DataSplits, MultiTaskDataset
 from attnmtl.data.registry import register_dataset
 from attnmtl.data.splits import check_fractions, stratified_split
+from attnmtl.encoders.hf import model_folder
 
 TASK_NAMES = ("topic", "sentiment")
 # task → (module, distribution, path inside the module's folder)
@@ -150,8 +151,6 @@ def teacher_tokenizer(name: str = "minilm") -> Any:
         require(*TOKENIZER)
     require("transformers", "transformers")
     from transformers import AutoTokenizer  # seconds to import: only here
-
-    from attnmtl.encoders.hf import model_folder
 
     return AutoTokenizer.from_pretrained(str(model_folder(name)), local_files_only=True)
 

@@ -18,6 +18,10 @@ sequence  mean over real steps (B, F)   all steps (B, T·F), padding zeroed
 image     mean over positions (B, C)    all pixels (B, C·H·W)
 table     the row as is (B, F)          the row as is (B, F)
 ========  ============================  ==================================
+
+Token ids (B, T) (``encoder: hf``, or ``transformer`` with ``vocab_size``) carry no features to
+average: there the gates read the mean, over the real tokens, of a learned token embedding of
+width :data:`TOKEN_GATE_WIDTH` (a bag of words, shared by every gate).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from attnmtl.models.encoder import SharedEncoder, build_encoder
 from attnmtl.models.hard_sharing import SHARED_POOLINGS, check_encoder_options
 
 GATE_INPUTS = ("mean", "flatten")
+TOKEN_GATE_WIDTH = 32
 
 
 def gate_dim(input_shape: tuple[int, ...], layout: str, gate_input: str) -> int:
@@ -103,7 +108,11 @@ class ExpertModel(MultiTaskModel):
             check_encoder_options(encoder_options or {}, ("pooling", "pooling_options")),
         )
         self.layout, self.gate_input, self.input_shape = layout, gate_input, tuple(input_shape)
-        self.gate_width = gate_dim(self.input_shape, layout, gate_input)
+        self.tokens = layout == "sequence" and len(self.input_shape) == 1  # (B, T) token ids
+        self.gate_width = (
+            TOKEN_GATE_WIDTH if self.tokens else gate_dim(self.input_shape, layout, gate_input)
+        )
+        self.token_embedding: nn.Embedding | None = None  # the gates' bag of words (tokens)
         self.head_hidden_dim, self.dropout_rate = head_hidden_dim, dropout
         self.dropout = nn.Dropout(dropout)
         self.expert_dim = 0  # known once the first experts are built
@@ -125,6 +134,14 @@ class ExpertModel(MultiTaskModel):
         first = experts[0]
         assert isinstance(first, SharedEncoder)
         self.expert_dim = first.out_dim
+        if self.tokens and self.token_embedding is None:
+            vocab = options.get("vocab_size") or getattr(first.encoder, "vocab_size", None)
+            if not isinstance(vocab, int) or vocab < 1:
+                raise ValueError(
+                    f"{type(self).__name__.lower()}: token ids in, but encoder {encoder!r} "
+                    "declares no vocabulary for the gates' token embedding"
+                )
+            self.token_embedding = nn.Embedding(vocab, TOKEN_GATE_WIDTH)
         return experts
 
     def build_towers(self, dim: int | None = None) -> None:
@@ -152,6 +169,14 @@ class ExpertModel(MultiTaskModel):
 
     def gate_features(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """The vector each gate reads, (B, F) — see the module table."""
+        if self.token_embedding is not None:
+            if x.dim() != 2 or x.is_floating_point():
+                raise ValueError(f"input {tuple(x.shape)} {x.dtype}; expected token ids (B, T)")
+            bag = self.token_embedding(x)  # (B, T, W)
+            if lengths is None:
+                return bag.mean(1)
+            real = lengths_to_mask(lengths, x.shape[1]).unsqueeze(-1).to(bag.dtype)  # (B, T, 1)
+            return (bag * real).sum(1) / real.sum(1).clamp(min=1)  # (B, W)
         if self.gate_input == "flatten" or self.layout != "sequence":
             fits = tuple(x.shape[1:]) == self.input_shape
         else:  # steps may differ from batch to batch
