@@ -55,5 +55,8 @@ def tiny_bert(tmp_path_factory) -> Path:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters]
     vocab += [f"##{c}" for c in letters[: 40 - len(vocab)]]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    # read back from vocab.txt beside the model's config.json (transformers 4 and 5 alike)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    assert tokenizer.vocab_size == 40, tokenizer.vocab_size
+    tokenizer.save_pretrained(folder)
     return folder

@@ -25,7 +25,7 @@ from attnmtl.core.io import write_json_atomic, write_text_atomic
 from attnmtl.eval.baselines import fit_baselines
 from attnmtl.eval.efficiency import measure_efficiency
 from attnmtl.report import AttentionImages, build_report
-from attnmtl.run.build import build_data, build_model, seed_everything
+from attnmtl.run.build import build_data, build_model, save_pretrained_encoder, seed_everything
 from attnmtl.run.checkpoint import Checkpoint, checkpoint_exists, load_reporting
 from attnmtl.run.config import RunConfig, apply_overrides, dump_config, parse_config, read_yaml
 from attnmtl.run.generalize import PRESETS, generalization
@@ -100,6 +100,9 @@ def complete_run(
     """After training: classical baselines (``train.baselines``) and (``train.report``)
     efficiency and, for built-in data, generalization to the data set's shift presets go into
     summary.json, then report.html is written."""
+    if any(callable(getattr(m, "save_pretrained", None)) for m in trainer.model.modules()):
+        folder = save_pretrained_encoder(run_dir)
+        console.log(f"fine-tuned encoder (Hugging Face folder, adapters merged): {folder}")
     if config.train.baselines:
         console.log("fitting the classical baselines (attnmtl.eval.baselines)")
         summary["baselines"] = fit_baselines(trainer.splits, seed=config.train.seed)

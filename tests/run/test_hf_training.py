@@ -148,3 +148,24 @@ def test_models_and_weightings_train_on_the_hf_encoder(
     )  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["tasks"]) == {"topic", "sentiment"}
+
+
+def test_the_run_leaves_its_fine_tuned_encoder_as_a_hugging_face_folder(
+    lora_run: Path, tiny_bert: Path
+) -> None:
+    """RUN/pretrained: merged weights and the tokenizer, readable as encoder_options.model,
+    data.tokenizer or a teacher hf:FOLDER."""
+    from attnmtl.data.textmt import teacher_tokenizer
+    from attnmtl.encoders import HFEncoder
+
+    folder = lora_run / "pretrained"
+    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    assert not any("lora" in p.name for p in folder.iterdir())
+    assert teacher_tokenizer(str(folder)).vocab_size == 40
+    ids, lengths = torch.tensor([[2, 9, 12, 3, 0]]), torch.tensor([4])
+    trained = load_run(lora_run).model.encoder.encoder.eval()
+    reloaded = HFEncoder(str(folder)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids, lengths).sequence, trained(ids, lengths).sequence)
+        start = HFEncoder(str(tiny_bert)).eval()(ids, lengths).sequence
+    assert not torch.allclose(start, reloaded(ids, lengths).sequence)  # the tuned weights

@@ -25,9 +25,11 @@ that :class:`~attnmtl.transfer.Capture` can read its weights; ``sdpa`` (default)
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,16 @@ TEXT_EXTRA = "pip install 'attnmtl[text]'"
 HF_POOLINGS = ("cls", "mean", "max", "attention")
 ATTENTIONS = ("sdpa", "eager")
 LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "merges.txt",
+    "vocab.json",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+)
 # A transformer block's index inside a parameter name: BERT's encoder.layer.3., GPT-2's h.3.,
 # T5's block.3., Llama's layers.3.
 LAYER_INDEX = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
@@ -172,6 +184,7 @@ class HFEncoder(nn.Module):
                 f"train_layers={train_layers!r} with lora: LoRA freezes every pretrained "
                 "weight; give one of them"
             )
+        self.source = model_folder(model)
         base = load_pretrained(model, attention)
         config: Any = getattr(base, "config")  # noqa: B009  (a PreTrainedModel's config)
         self.num_layers = int(config.num_hidden_layers)
@@ -247,6 +260,20 @@ class HFEncoder(nn.Module):
             return
         self.model = merge()
         self.lora = None
+
+    def save_pretrained(self, folder: Path) -> None:
+        """This encoder's transformer as a Hugging Face folder: ``config.json``, safetensors
+        weights with any LoRA adapters merged, and the tokenizer files of the model it was
+        loaded from — what ``encoder_options.model``, ``data.tokenizer`` and a teacher
+        ``hf:FOLDER`` read."""
+        model: Any = self.model
+        if self.lora is not None and hasattr(model, "merge_and_unload"):
+            model = copy.deepcopy(model).merge_and_unload()  # the training copy keeps adapters
+        model.save_pretrained(str(folder), safe_serialization=True)
+        for name in TOKENIZER_FILES:
+            source = self.source / name
+            if source.is_file():
+                shutil.copyfile(source, folder / name)
 
     def layer_depths(self) -> tuple[dict[int, int], int]:
         """(parameter id → depth, deepest depth) for layer-wise learning-rate decay: the

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 import random
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -432,6 +433,28 @@ def load_run(
         if callable(merge):
             merge()
     return LoadedRun(run_dir, config, data, model, state)  # type: ignore[arg-type]
+
+
+PRETRAINED_FOLDER = "pretrained"
+
+
+def save_pretrained_encoder(run_dir: str | Path, checkpoint: str = "best") -> Path:
+    """The ``checkpoint`` model's fine-tuned pretrained encoder (``encoder: hf``) written as a
+    Hugging Face folder, ``RUN_DIR/pretrained`` (adapters merged, tokenizer files beside), in a
+    temporary folder renamed into place; ValueError when the run has none."""
+    run_dir = Path(run_dir)
+    model = load_run(run_dir, checkpoint, fork_rng=True).model
+    encoders = [m for m in model.modules() if callable(getattr(m, "save_pretrained", None))]
+    if not encoders:
+        raise ValueError(f"{run_dir}: its model has no pretrained encoder to save")
+    final = run_dir / PRETRAINED_FOLDER
+    partial = run_dir / f".{PRETRAINED_FOLDER}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    encoders[0].save_pretrained(partial)  # type: ignore[operator]
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    return final
 
 
 def load_run_model(
