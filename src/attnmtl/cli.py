@@ -542,7 +542,11 @@ def main(argv: list[str] | None = None) -> None:
 @bench_app.command("transfer")
 def bench_transfer(
     kinds: Annotated[
-        str, typer.Option(help="Kinds of transfer: teacher, cross_task, fusion, textmt.")
+        str,
+        typer.Option(
+            help="Kinds of transfer: teacher, cross_task, fusion, textmt, textmt_tuned, "
+            "multi_teacher."
+        ),
     ] = "teacher,cross_task,fusion,textmt",
     seeds: Annotated[int, typer.Option(min=1, help="Training seeds (0, 1, ...).")] = 3,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs of every compared run.")] = 12,
@@ -552,15 +556,23 @@ def bench_transfer(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write results here.")
     ] = None,
+    reuse: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KIND/NAME=RUN_DIR: a finished run to use as that prerequisite (e.g. "
+            "textmt_tuned/teacher=runs/minilm) instead of training it; repeatable."
+        ),
+    ] = None,
 ) -> None:
     """The same student trained with and without each kind of transfer (same budget, seeds
     0..N-1): mean ± std of the target metric on test data, selected on validation data."""
-    from attnmtl.bench.transfer import check_kinds, render, run
+    from attnmtl.bench.transfer import check_kinds, check_reuse, render, run
 
     chosen = check_kinds(kinds.split(","))
+    reused = check_reuse(chosen, reuse or [])
     if json_path is not None and not json_path.parent.is_dir():  # fail before training
         raise ValueError(f"--json {json_path}: the folder {json_path.parent} does not exist")
-    results = run(chosen, seeds, epochs, out, log=err_console.log)
+    results = run(chosen, seeds, epochs, out, log=err_console.log, reuse=reused)
     console.print(render(results))
     if json_path is not None:
         _write_json(json_path, results)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from attnmtl.bench.transfer import BUILDERS, check_kinds, render, run, summarise
+from attnmtl.bench.transfer import BUILDERS, check_kinds, check_reuse, render, run, summarise
 
 
 def test_summary_gain_and_std_rule() -> None:
@@ -85,3 +85,14 @@ def test_cross_task_bench_runs_and_reports(tmp_path) -> None:
     assert entry["tasks"]["position"]["transfer"]["runs"] == entry["transfer"]["runs"]
     assert (tmp_path / "b" / "cross_task" / "transfer-seed0" / "summary.json").is_file()
     assert render(results).row_count == 1
+
+
+def test_reuse_names_a_prerequisite_and_a_finished_run(tmp_path) -> None:
+    (tmp_path / "summary.json").write_text("{}")
+    assert check_reuse(["fusion"], [f"fusion/source={tmp_path}"]) == {"fusion/source": tmp_path}
+    with pytest.raises(ValueError, match="fusion has no prerequisite 'teacher'"):
+        check_reuse(["fusion"], [f"fusion/teacher={tmp_path}"])
+    with pytest.raises(ValueError, match="KIND among: fusion"):
+        check_reuse(["fusion"], [f"teacher/teacher={tmp_path}"])
+    with pytest.raises(ValueError, match="not a finished run"):
+        check_reuse(["fusion"], [f"fusion/source={tmp_path / 'nope'}"])

@@ -168,12 +168,17 @@ def textmt_experiment(epochs: int) -> Experiment:
     )
 
 
-def textmt_student(epochs: int) -> dict[str, Any]:
+def textmt_student(epochs: int, threads: int = 1) -> dict[str, Any]:
     """The shipped ``textmt`` student (quiet, ``epochs``, selected on topic accuracy)."""
     student = load_config("textmt").model_dump(mode="json")
     student.pop("transfer")
-    student["train"].update(QUIET, epochs=epochs, monitor="topic:accuracy")
+    student["train"].update(QUIET, epochs=epochs, monitor="topic:accuracy", threads=threads)
     return student
+
+
+# A fine-tuned MiniLM teaching: its first-epoch forward passes (22.7M parameters, before the
+# cache serves them) use both cores; the student's own steps are the same either way.
+TAUGHT_THREADS = 2
 
 
 def tuned_teacher(tasks: Sequence[str]) -> dict[str, Any]:
@@ -203,7 +208,7 @@ def last_layer_pair(student: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def textmt_tuned_experiment(epochs: int) -> Experiment:
-    student = textmt_student(epochs)
+    student = textmt_student(epochs, TAUGHT_THREADS)
     pair = last_layer_pair(student)
 
     def taught(attention: bool, logits: float) -> Callable[[Mapping[str, Path]], dict[str, Any]]:
@@ -232,7 +237,7 @@ def textmt_tuned_experiment(epochs: int) -> Experiment:
 
 
 def multi_teacher_experiment(epochs: int) -> Experiment:
-    student = textmt_student(epochs)
+    student = textmt_student(epochs, TAUGHT_THREADS)
     pair = last_layer_pair(student)
     tasks = ("topic", "sentiment")
 
@@ -282,6 +287,29 @@ def check_kinds(kinds: Sequence[str]) -> list[str]:
     return kinds
 
 
+def check_reuse(kinds: Sequence[str], items: Sequence[str]) -> dict[str, Path]:
+    """``KIND/NAME=RUN_DIR`` items as {"KIND/NAME": RUN_DIR}, each naming a prerequisite of a
+    chosen kind and a finished run (its ``summary.json``)."""
+    reused: dict[str, Path] = {}
+    for item in items:
+        key, sep, path = item.partition("=")
+        kind, _, name = key.partition("/")
+        if not sep or kind not in kinds:
+            raise ValueError(
+                f"--reuse {item!r}; expected KIND/NAME=RUN_DIR with KIND among: {', '.join(kinds)}"
+            )
+        wanted = BUILDERS[kind](1).prerequisites
+        if name not in wanted:
+            raise ValueError(
+                f"--reuse {item!r}: {kind} has no prerequisite {name!r}; expected one of: "
+                f"{', '.join(wanted) or '(none)'}"
+            )
+        if not (Path(path) / "summary.json").is_file():
+            raise ValueError(f"--reuse {item!r}: {path} is not a finished run (no summary.json)")
+        reused[key] = Path(path)
+    return reused
+
+
 def train_config(data: Mapping[str, Any], out: Path) -> dict[str, Any]:
     """Train one run into ``out`` (quiet); its summary."""
     _, summary = train_run(parse_config(data), out, Console(stderr=True, quiet=True))
@@ -294,8 +322,10 @@ def run(
     epochs: int = 12,
     out: Path | None = None,
     log: Callable[[str], None] = print,
+    reuse: Mapping[str, Path] | None = None,
 ) -> dict[str, Any]:
-    """Every kind's prerequisites, then control and transfer per seed; the results."""
+    """Every kind's prerequisites (or the finished runs ``reuse`` names for them, keyed
+    ``KIND/NAME``), then every variant per seed; the results."""
     kinds = check_kinds(kinds)
     if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out} already exists; choose a new (or empty) directory")
@@ -307,6 +337,10 @@ def run(
         for exp in experiments:
             runs: dict[str, Path] = {}
             for name, config in exp.prerequisites.items():
+                if f"{exp.kind}/{name}" in (reuse or {}):
+                    runs[name] = (reuse or {})[f"{exp.kind}/{name}"]
+                    log(f"{exp.kind}/{name}: reusing {runs[name]}")
+                    continue
                 runs[name] = root / exp.kind / name
                 tick = time.perf_counter()
                 train_config(config, runs[name])
