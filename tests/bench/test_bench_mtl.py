@@ -6,6 +6,8 @@ import pytest
 
 from attnmtl.bench import mtl
 from attnmtl.cli import main
+from attnmtl.eval.metrics import evaluate
+from attnmtl.run import load_run
 from attnmtl.run.trainer import Trainer
 
 TINY = [
@@ -116,6 +118,12 @@ def test_bench_mtl_tiny_run(tmp_path, capsys, monkeypatch):
         best = max(vals) if metric == "accuracy" else min(vals)
         assert summary["best_epoch"] == vals.index(best)
         criterion[f"seed0-single-{task}"] = [-v if metric == "accuracy" else v for v in vals]
+        # A kept baseline loads (as a teacher or for predict): the run's one task, its scores.
+        loaded = load_run(run_dir)
+        assert list(loaded.tasks) == [task]
+        again = evaluate(loaded.model, loaded.splits.test, loaded.tasks)[task]
+        if metric == "accuracy":  # (scale's summary MAE is in natural units, evaluate's not)
+            assert again[metric] == pytest.approx(summary["tasks"][task][metric], rel=1e-5)
 
     for weighting in ("equal", "dwa"):
         run_dir = runs / f"seed0-{weighting}"
@@ -169,9 +177,10 @@ def test_plan_selects_on_validation_with_the_same_budget():
             assert train.monitor == f"{spec.task}:{splits.tasks[spec.task].primary_metric}"
         else:
             assert spec.config.weighting.name == spec.weighting
-    one = mtl.keep_task(splits, "scale")
+    one = splits.only_tasks(["scale"])
     assert list(one.tasks) == ["scale"] and len(one.train) == len(splits.train) == 128
     assert one.test.labels["scale"] is splits.test.labels["scale"]
+    assert one.train.augment is splits.train.augment  # a baseline trains on the same draws
 
 
 @pytest.mark.parametrize(

@@ -85,3 +85,23 @@ def test_bad_data_sets_are_refused(change, message):
     kwargs.update(change)
     with pytest.raises(ValueError, match=message):
         MultiTaskDataset(**kwargs)
+
+
+def test_only_tasks_keeps_the_samples_and_the_augmentation():
+    def flip(batch, generator):
+        return batch
+
+    x = torch.randn(5, 3)
+    data = MultiTaskDataset(
+        x,
+        {"a": torch.arange(5) % 2, "b": torch.randn(5)},
+        [Task("a", "binary"), Task("b", "regression")],
+        {"a": torch.tensor([1, 0, 1, 1, 0]).bool(), "b": torch.ones(5, dtype=torch.bool)},
+        layout="table",
+        augment=flip,
+    )
+    one = data.only_tasks(["b"])
+    assert list(one.tasks) == ["b"] and one.inputs is x and one.augment is flip
+    assert torch.equal(one.label_mask["b"], data.label_mask["b"])
+    with pytest.raises(ValueError, match=r"tasks \['c'\]; expected some of: a, b"):
+        data.only_tasks(["c"])

@@ -48,7 +48,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attnmtl.core.io import write_json_atomic, write_text_atomic
-from attnmtl.data import DataSplits, MultiTaskDataset
+from attnmtl.data import DataSplits
 from attnmtl.eval.baselines import fit_baselines
 from attnmtl.eval.delta_m import default_metrics, delta_m
 from attnmtl.eval.metrics import HIGHER_IS_BETTER
@@ -183,26 +183,9 @@ def plan(
     return base, splits, runs
 
 
-def keep_task(splits: DataSplits, task: str) -> DataSplits:
-    """The same samples with only ``task``'s labels (and label mask), in every split."""
-
-    def only(data: MultiTaskDataset) -> MultiTaskDataset:
-        return MultiTaskDataset(
-            data.inputs,
-            {task: data.labels[task]},
-            [data.tasks[task]],
-            {task: data.label_mask[task]},
-            data.lengths,
-            data.layout,
-            data.meta,
-        )
-
-    return DataSplits(only(splits.train), only(splits.val), only(splits.test), splits.info)
-
-
 def run_data(spec: RunSpec, splits: DataSplits) -> DataSplits:
     """The data one run trains on: every task, or the baseline's task only."""
-    return splits if spec.task is None else keep_task(splits, spec.task)
+    return splits if spec.task is None else splits.only_tasks([spec.task])
 
 
 def check_runs(runs: Sequence[RunSpec], splits: DataSplits) -> None:

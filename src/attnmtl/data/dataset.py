@@ -141,6 +141,24 @@ class MultiTaskDataset:
             self.augment,
         )
 
+    def only_tasks(self, names: Sequence[str]) -> MultiTaskDataset:
+        """The same samples with the tasks ``names`` only (their labels, masks and anchors, in
+        that order), the augmentation kept."""
+        unknown = [t for t in names if t not in self.tasks]
+        if unknown or not names:
+            raise ValueError(f"tasks {list(names)!r}; expected some of: {', '.join(self.tasks)}")
+        return MultiTaskDataset(
+            self.inputs,
+            {t: self.labels[t] for t in names},
+            [self.tasks[t] for t in names],
+            {t: self.label_mask[t] for t in names},
+            self.lengths,
+            self.layout,
+            self.meta,
+            {t: a for t, a in self.anchors.items() if t in names},
+            self.augment,
+        )
+
     def with_label_mask(self, label_mask: Mapping[str, Tensor]) -> MultiTaskDataset:
         """The same samples with ``label_mask`` and-ed into the existing masks."""
         return MultiTaskDataset(
@@ -234,3 +252,12 @@ class DataSplits:
     def items(self) -> list[tuple[str, MultiTaskDataset]]:
         """(name, data set) for train, val, test."""
         return [("train", self.train), ("val", self.val), ("test", self.test)]
+
+    def only_tasks(self, names: Sequence[str]) -> DataSplits:
+        """Every split with the tasks ``names`` only (:meth:`MultiTaskDataset.only_tasks`)."""
+        return DataSplits(
+            self.train.only_tasks(names),
+            self.val.only_tasks(names),
+            self.test.only_tasks(names),
+            self.info,
+        )

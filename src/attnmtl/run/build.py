@@ -414,6 +414,9 @@ def load_run(
     state = load_checkpoint(folder)
     with torch.random.fork_rng(devices=[], enabled=fork_rng):
         data = build_data(config) if splits is None else splits
+        trained = [t["name"] for t in state.meta["tasks"]]
+        if set(trained) < set(data.tasks):  # trained on some of the data's tasks (a baseline)
+            data = data.only_tasks(trained)
         tasks = [asdict(task) for task in data.tasks.values()]
         if tasks != state.meta["tasks"]:
             raise ValueError(
