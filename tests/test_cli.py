@@ -30,7 +30,7 @@ def test_version_and_list(capsys):
     code, out, _ = run(["list", "configs"], capsys)
     assert code == 0 and "default" in out.split()
     code, out, _ = run(["list", "encoders"], capsys)
-    assert code == 0 and out.split() == ["cnn", "mlp", "rnn", "transformer"]
+    assert code == 0 and out.split() == ["cnn", "hf", "mlp", "rnn", "transformer"]
 
 
 @pytest.mark.parametrize(
@@ -111,7 +111,7 @@ def test_train_then_eval_from_the_command_line(tmp_path, capsys):
     [
         ("model.encoder_options.hiden_dim=64", "unknown argument 'hiden_dim' for encoder 'rnn'"),
         ("model.attention_options.heads=2", "unknown argument 'heads' for attention_options"),
-        ("model.encoder=lstm", "encoder='lstm'; expected one of: cnn, mlp, rnn, transformer"),
+        ("model.encoder=lstm", "encoder='lstm'; expected one of: cnn, hf, mlp, rnn, transformer"),
         ("data.tasks=[digit, colour]", "colour"),
     ],
 )

@@ -257,7 +257,7 @@ def test_list_verbose_prints_each_components_options(capsys):
         rows = [line.split() for line in block.splitlines() if line.strip()]
         assert any(row[0] == option for row in rows), (what, block[:500])
     code, out, _ = cli(["list", "encoders", "-v"], capsys)
-    rnn = out.split("transformer")[0]
+    rnn = out.split("\nrnn")[1].split("\ntransformer")[0]
     assert any(line.split()[:3] == ["hidden_dim", "int", "64"] for line in rnn.splitlines())
 
 
