@@ -48,7 +48,11 @@ def per_task(teachers: dict[str, Path], **extra: object) -> dict:
                 "logits": {"weight": 0.5, "temperature": 2.0},
                 **extra,
             },
-            "reg": {"teacher": str(teachers["reg"]), "logits": {"weight": 2.0}},
+            "reg": {
+                "teacher": str(teachers["reg"]),
+                "pairs": [{"student": "attention.cls", "loss": "attention_kl", "weight": 0.5}],
+                "logits": {"weight": 2.0},
+            },
         }
     }
 
@@ -64,13 +68,21 @@ def test_each_teachers_terms_are_taken_on_its_tasks_samples(teachers: dict[str, 
     trainer.transfer.begin()
     out = model(batch.inputs, batch.lengths)
     terms = trainer.transfer(out, batch)
-    assert set(terms) == {"cls/attention_kl:attention.cls", "cls/logits:cls", "reg/logits:reg"}
+    assert set(terms) == {
+        "cls/attention_kl:attention.cls",
+        "cls/logits:cls",
+        "reg/attention_kl:attention.cls",  # the same student record, read by both teachers
+        "reg/logits:reg",
+    }
     with torch.no_grad():
         taught_cls = cls_teacher(batch.inputs[rows["cls"]])
         taught_reg = reg_teacher(batch.inputs[rows["reg"]])
     r = rows["cls"]
     expected = attention_kl(taught_cls.attention["cls"], out.attention["cls"][r])
     torch.testing.assert_close(terms["cls/attention_kl:attention.cls"], expected)
+    q = rows["reg"]
+    other = attention_kl(taught_reg.attention["cls"], out.attention["cls"][q])
+    torch.testing.assert_close(terms["reg/attention_kl:attention.cls"], 0.5 * other)
     kd = logit_distillation(out.preds["cls"][r], taught_cls.preds["cls"], "multiclass", 2.0)
     torch.testing.assert_close(terms["cls/logits:cls"], 0.5 * kd)
     mse = (out.preds["reg"][rows["reg"]] - taught_reg.preds["reg"]).square().mean()
@@ -87,7 +99,7 @@ def test_a_batch_without_the_tasks_samples_gets_no_term_from_its_teacher(
     batch = splits.batch(only_reg)
     trainer.transfer.begin()
     terms = trainer.transfer(trainer.model(batch.inputs, batch.lengths), batch)
-    assert set(terms) == {"reg/logits:reg"}
+    assert set(terms) == {"reg/attention_kl:attention.cls", "reg/logits:reg"}
 
 
 @pytest.mark.parametrize("progress", [0.0, 0.25, 1.0])
@@ -133,6 +145,7 @@ def test_a_run_with_a_teacher_per_task_logs_each_term(
     assert logged and set(logged[-1]) == {
         "cls/attention_kl:attention.cls",
         "cls/logits:cls",
+        "reg/attention_kl:attention.cls",
         "reg/logits:reg",
     }
     assert set(json.loads((out / "summary.json").read_text())["tasks"]) == {"cls", "reg"}
@@ -159,3 +172,44 @@ def test_per_task_teacher_errors(teachers: dict[str, Path]) -> None:
     }
     with pytest.raises(ValueError, match=r"transfer\.teachers\.cls\.logits\.tasks=\['zz'\]"):
         trainer_for(other)
+
+
+def test_two_teachers_read_one_self_attention_module_of_the_student(tmp_path: Path) -> None:
+    """Both teachers' pairs read the student's first self-attention layer, which the model
+    calls without asking for weights: one hook serves both (two would each rewrite the call)."""
+    from attnmtl.transfer import Capture
+
+    model = {
+        "encoder": "transformer",
+        "encoder_options": {"dim": 8, "num_heads": 2, "num_layers": 1},
+    }
+    teacher = tmp_path / "teacher"
+    train_run(parse_config(toy_config(train=FAST, model=model)), teacher)
+    path = "encoder.encoder.layers.0.attn"
+    pair = {"student": path, "loss": "attention_kl"}
+    spec = {"teacher": str(teacher), "pairs": [pair]}
+    cfg = parse_config(
+        toy_config(
+            train=FAST, data=HALF, model=model, transfer={"teachers": {"cls": spec, "reg": spec}}
+        )
+    )
+    splits = build_data(cfg)
+    trainer = Trainer.from_config(cfg, splits, build_model(cfg, splits))
+    assert trainer.transfer is not None
+    batch = splits.train.batch(torch.arange(32))
+    trainer.model.eval()  # no dropout: the two forward passes below see the same weights
+    trainer.transfer.begin()
+    out = trainer.model(batch.inputs, batch.lengths)
+    terms = trainer.transfer(out, batch)
+    trainer.transfer.close()
+    with Capture(trainer.model, [path]) as mine, torch.no_grad():
+        trainer.model(batch.inputs, batch.lengths)
+        student = mine.get(path)
+    teacher_model = trainer.transfer.slots[0].model
+    with Capture(teacher_model, [path]) as theirs, torch.no_grad():
+        teacher_model(batch.inputs, batch.lengths)
+        taught = theirs.get(path)
+    for task in ("cls", "reg"):
+        rows = batch.label_mask[task].nonzero()[:, 0]
+        expected = attention_kl(taught[rows], student[rows])
+        torch.testing.assert_close(terms[f"{task}/attention_kl:{path}"], expected)

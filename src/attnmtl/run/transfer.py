@@ -177,7 +177,16 @@ class TransferObjective:
         ]
         every = {name: pair for names in named for name, pair in names.items()}
         kinds = {name: CAPTURE_KIND[pair.loss] for name, pair in every.items()}
-        self.student_capture = Capture(student, {n: p.student for n, p in every.items()}, kinds)
+        # One hook per (student module, kind): pairs that read the same record share it (two
+        # attention hooks on one module would each rewrite its call).
+        first: dict[tuple[str, str], str] = {}
+        self.student_record = {
+            n: first.setdefault((p.student, kinds[n]), n) for n, p in every.items()
+        }
+        hooked = sorted(set(self.student_record.values()))
+        self.student_capture = Capture(
+            student, {n: every[n].student for n in hooked}, {n: kinds[n] for n in hooked}
+        )
         self.student_capture.active = False  # on only for training forward passes (begin)
         try:
             for (where, owner, spec, checkpoint, _, logits, anneal), pairs in zip(
@@ -270,7 +279,7 @@ class TransferObjective:
             records, preds = self.teacher_outputs(slot, part)
             prefix = "" if slot.task is None else f"{slot.task}/"
             for name, pair in slot.pairs.items():
-                student = take(self.student_capture.get(name), rows)
+                student = take(self.student_capture.get(self.student_record[name]), rows)
                 rows_mask = None if mask is None or rows is None else mask[rows]
                 loss = pair_loss(pair, records[name], student, mask if rows is None else rows_mask)
                 terms[f"{prefix}{pair.loss}:{pair.student}"] = pair.weight * loss
