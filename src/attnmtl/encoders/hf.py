@@ -209,7 +209,6 @@ class HFEncoder(nn.Module):
                 getattr(base, "enable_input_require_grads")()  # noqa: B009
         self.lora = None if lora is None else check_lora(lora)
         self.model = base if self.lora is None else self._with_lora(base, self.lora)
-        self.pooling_kind = pooling
         self.pool = None if pooling == "cls" else make_pooling(pooling, self.dim, pooling_options)
         if pooling == "cls" and pooling_options:
             raise ValueError(f"pooling options {sorted(pooling_options)} need pooling='attention'")
@@ -283,12 +282,11 @@ class HFEncoder(nn.Module):
         top = self.num_layers + 1
         for name, p in self.model.named_parameters():
             index = layer_index(name)
-            depths[id(p)] = 0 if index is None and "embed" in name else top
             if index is not None:
                 depths[id(p)] = index + 1
-        for p in self.pool.parameters() if self.pool is not None else ():
-            depths[id(p)] = top
-        return depths, top
+            else:
+                depths[id(p)] = 0 if "embed" in name else top
+        return depths, top  # this encoder's own pooling is in no table: the full rate
 
     def _check_ids(self, ids: Tensor) -> None:
         """ValueError unless ``ids`` are token ids of this model's vocabulary (first batch)."""

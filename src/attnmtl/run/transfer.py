@@ -29,7 +29,7 @@ from attnmtl.core.tasks import Task
 from attnmtl.data.dataset import MultiTaskDataset
 from attnmtl.encoders.pooling import lengths_to_mask
 from attnmtl.run.build import load_run_model
-from attnmtl.run.config import LogitTransfer, TransferConfig, TransferPair
+from attnmtl.run.config import LogitTransfer, TaskTeacher, TransferConfig, TransferPair
 from attnmtl.transfer.capture import QKV, Capture
 from attnmtl.transfer.losses import attention_kl, logit_distillation
 from attnmtl.transfer.pairs import CAPTURE_KIND, LOGIT_LOSSES, PAIR_LOSSES
@@ -160,20 +160,22 @@ class TransferObjective:
         self.device = torch.device(device)
         self.slots: list[TeacherTerms] = []
         self.last_preds: dict[str, tuple[Tensor, Tensor]] = {}  # task → (rows, teacher preds)
-        # (where, task, spec, checkpoint, pairs, logits, anneal) of every teacher
-        specs: list[tuple[str, str | None, str, str, list[TransferPair], LogitTransfer, bool]]
-        specs = []
+        # (config section, the task it teaches or None for every task, its spec) per teacher;
+        # transfer.teacher is the every-task case of a TaskTeacher
+        specs: list[tuple[str, str | None, TaskTeacher]] = [
+            (f"transfer.teachers.{task}", task, spec) for task, spec in config.teachers.items()
+        ]
         if config.teacher is not None:
-            specs.append(
-                ("transfer", None, config.teacher, config.checkpoint, config.pairs,
-                 config.logits, False)
-            )  # fmt: skip
-        for task, t in config.teachers.items():
-            where = f"transfer.teachers.{task}"
-            specs.append((where, task, t.teacher, t.checkpoint, t.pairs, t.logits, t.anneal))
+            every_task = TaskTeacher(
+                teacher=config.teacher,
+                checkpoint=config.checkpoint,
+                pairs=config.pairs,
+                logits=config.logits,
+            )
+            specs.insert(0, ("transfer", None, every_task))
         named = [
-            {f"{where}.pair{i}": pair for i, pair in enumerate(pairs)}
-            for where, _, _, _, pairs, _, _ in specs
+            {f"{where}.pair{i}": pair for i, pair in enumerate(spec.pairs)}
+            for where, _, spec in specs
         ]
         every = {name: pair for names in named for name, pair in names.items()}
         kinds = {name: CAPTURE_KIND[pair.loss] for name, pair in every.items()}
@@ -189,16 +191,14 @@ class TransferObjective:
         )
         self.student_capture.active = False  # on only for training forward passes (begin)
         try:
-            for (where, owner, spec, checkpoint, _, logits, anneal), pairs in zip(
-                specs, named, strict=True
-            ):
-                if anneal and self.tasks[str(owner)].is_dense:
+            for (where, owner, spec), pairs in zip(specs, named, strict=True):
+                if spec.anneal and self.tasks[str(owner)].is_dense:
                     raise ValueError(
                         f"{where}.anneal mixes soft targets into a per-sample task's loss; "
                         f"{owner!r} is a per-pixel task"
                     )
                 eager = any(kinds[n] == "attention" for n in pairs)
-                teacher = load_teacher(spec, checkpoint, device, eager=eager)
+                teacher = load_teacher(spec.teacher, spec.checkpoint, device, eager=eager)
                 slot = TeacherTerms(
                     where,
                     owner,
@@ -209,12 +209,12 @@ class TransferObjective:
                         {n: kinds[n] for n in pairs},
                     ),
                     pairs,
-                    logits,
-                    anneal=anneal,
+                    spec.logits,
+                    anneal=spec.anneal,
                     cache=TeacherCache() if config.cache_teacher else None,
                 )
                 self.slots.append(slot)
-                slot.logit_tasks = self._logit_tasks(slot, spec)
+                slot.logit_tasks = self._logit_tasks(slot, spec.teacher)
         except Exception:
             self.close()
             raise
@@ -278,10 +278,10 @@ class TransferObjective:
             part = batch if rows is None else batch.rows(rows)
             records, preds = self.teacher_outputs(slot, part)
             prefix = "" if slot.task is None else f"{slot.task}/"
+            part_mask = mask if mask is None or rows is None else mask[rows]
             for name, pair in slot.pairs.items():
                 student = take(self.student_capture.get(self.student_record[name]), rows)
-                rows_mask = None if mask is None or rows is None else mask[rows]
-                loss = pair_loss(pair, records[name], student, mask if rows is None else rows_mask)
+                loss = pair_loss(pair, records[name], student, part_mask)
                 terms[f"{prefix}{pair.loss}:{pair.student}"] = pair.weight * loss
             logit_loss = LOGIT_LOSSES.get(slot.logits.loss)
             for task in slot.logit_tasks:
