@@ -110,6 +110,8 @@ def test_short_run_lowers_every_task_loss_and_feeds_the_encoder(method, mode, tm
     trainer.optimizer.register_step_pre_hook(check_encoder_gradients)
     summary = trainer.fit()
     assert len(fed) == 4 * 6 and all(fed)
+    if method == "sdmgrad":  # the trainer records the parts' passes: Linear layers by rule
+        assert trainer.weighting.verified_linear and not trainer.weighting.unsafe_linear
     history = trainer.position.history
     first, last = history[0]["train_loss"], history[-1]["train_loss"]
     for task in ("digit", "position", "scale"):

@@ -1,17 +1,23 @@
 """MoDo and SDMGrad: three independent estimates from disjoint parts of the batch, checked step
 by step against torchjd's MoDoWeighting / SDMGradWeighting (oracles only), and part_losses."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 from torchjd.aggregation import MoDoWeighting, SDMGradWeighting
 
+from attnmtl.bench.weighting import ReferenceMTL, Variant
 from attnmtl.core.batch import Batch
 from attnmtl.core.losses import part_losses, task_losses
 from attnmtl.core.output import MultiTaskOutput
 from attnmtl.core.tasks import Task
 from attnmtl.weighting import create_weighting
-from attnmtl.weighting.base import StepContext
+from attnmtl.weighting.base import GradientStats, StepContext
+from attnmtl.weighting.gradient import cross_rule_pays, linear_cross_gram
+from attnmtl.weighting.solvers import simplex_projection, simplex_projection_np
 
 TASKS = ["a", "b", "c"]
 
@@ -154,3 +160,134 @@ def test_a_forward_pass_per_part_gives_the_same_update(name):
         create_weighting(name, TASKS).backward(losses, ctx)
         updates.append(model.theta.grad.clone())
     torch.testing.assert_close(updates[1], updates[0])
+
+
+def test_a_linear_layers_cross_gram_is_the_product_of_its_two_parts_gradients():
+    """linear_cross_gram against its definition: ∇W_k = Σ_n δ_k[n]ᵀ x[n], ∇b_k = Σ_n δ_k[n]
+    formed per part (sequence inputs: every position is a sample of the layer)."""
+    g = torch.Generator().manual_seed(0)
+    x_a, x_b = torch.randn(4, 3, 5, generator=g), torch.randn(2, 3, 5, generator=g)
+    d_a, d_b = torch.randn(3, 4, 3, 6, generator=g), torch.randn(3, 2, 3, 6, generator=g)
+
+    def rows(x, d, bias):
+        w = torch.einsum("knso,nsi->koi", d, x).flatten(1)
+        return torch.cat([w, d.sum((1, 2))], 1) if bias else w
+
+    for bias in (False, True):
+        want = (rows(x_a, d_a, bias) @ rows(x_b, d_b, bias).T).double()
+        got = linear_cross_gram((x_a, x_b), (d_a, d_b), bias)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_cross_rule_is_used_only_where_it_costs_less():
+    """N_a N_b (in + K out) + K² N_a out against K (N_a + N_b) in out."""
+    assert cross_rule_pays(85, 85, 256, 256, 8)  # 18M against 89M multiply-adds
+    assert not cross_rule_pays(4000, 4000, 16, 16, 2)  # 1.1G against 4M
+    assert not cross_rule_pays(20_000, 20_000, 4096, 4096, 8)  # N_a × N_b too large to hold
+
+
+class Tied(ReferenceMTL):
+    """The reference MLP whose second layer's weight is also read outside its call."""
+
+    def forward(self, inputs, lengths=None):
+        z = self.encoder(inputs)
+        z = z + torch.tanh(nn.functional.linear(z, self.encoder[2].weight))
+        return MultiTaskOutput({t: self.heads[t](z) for t in self.tasks}, {}, z)
+
+
+def reference_pair(model_type, tasks, seed=0):
+    torch.manual_seed(seed)
+    state = model_type(tasks, hidden=16).state_dict()
+    out = []
+    for engine in ("batched", "loop"):
+        model = model_type(tasks, hidden=16).double()  # (float64: 20 solver steps amplify)
+        model.load_state_dict(state)
+        weighting = create_weighting("sdmgrad", [t.name for t in tasks], engine=engine)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        out.append(Variant(engine, model, weighting, optimizer))
+    return out
+
+
+@pytest.mark.parametrize("model_type", [ReferenceMTL, Tied])
+def test_sdmgrad_by_layer_records_takes_the_same_steps_as_by_rows(model_type):
+    """The cross-Gram from recorded Linear calls (batched engine) against one backward pass
+    per task and part (loop engine): the same weights and parameters, step after step. A
+    weight read outside its call fails the rule's first check and is taken by rows."""
+    tasks = [Task(f"t{i}", "multiclass", 4) for i in range(3)]
+    fast, slow = reference_pair(model_type, tasks)
+    g = torch.Generator().manual_seed(1)
+    names = [t.name for t in tasks]
+    for step in range(4):
+        x = torch.randn(30, 64, generator=g, dtype=torch.float64)
+        labels = torch.randint(0, 4, (3, 30), generator=g)
+        fast.step(x, labels, names, step)
+        slow.step(x, labels, names, step)
+        torch.testing.assert_close(fast.weighting.weights, slow.weighting.weights)
+        for p, q in zip(fast.model.parameters(), slow.model.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    layers = [id(m) for m in fast.model.encoder if isinstance(m, nn.Linear)]
+    if model_type is Tied:
+        assert fast.weighting.unsafe_linear == {layers[1]}
+        assert fast.weighting.verified_linear == {layers[0]}
+    else:
+        assert fast.weighting.verified_linear == set(layers)
+        assert not fast.weighting.unsafe_linear
+
+
+def test_sdmgrad_reports_the_symmetrised_cross_gram_of_its_two_estimates():
+    """Its conflict log reads ½(G₁G₂ᵀ + G₂G₁ᵀ), whose expectation is the Gram matrix of the
+    expected gradients, from the parameters before the step."""
+    tasks = [Task(f"t{i}", "multiclass", 4) for i in range(3)]
+    fast, _ = reference_pair(ReferenceMTL, tasks)
+    names = [t.name for t in tasks]
+    g = torch.Generator().manual_seed(2)
+    x, labels = (
+        torch.randn(30, 64, generator=g, dtype=torch.float64),
+        torch.randint(0, 4, (3, 30), generator=g),
+    )
+    shared = fast.shared
+    per_part = []
+    for i in (1, 2):
+        losses = fast.losses(x[i::3], labels[:, i::3], names)
+        per_part.append(
+            torch.stack(
+                [
+                    torch.cat(
+                        [r.flatten() for r in torch.autograd.grad(v, shared, retain_graph=True)]
+                    )
+                    for v in losses.values()
+                ]
+            ).double()
+        )
+    cross = per_part[0] @ per_part[1].T
+    fast.step(x, labels, names, 0)
+    torch.testing.assert_close(
+        fast.weighting.last_gram, (cross + cross.T) / 2, rtol=1e-4, atol=1e-7
+    )
+
+
+def test_the_host_simplex_projection_is_the_closest_point_of_the_simplex():
+    """Against hand-computed projections, and the torch projection on random points."""
+    cases = [([0.2, 0.3, 0.5], [0.2, 0.3, 0.5]), ([2.0, 0.0, 0.0], [1.0, 0.0, 0.0])]
+    cases += [([0.5, 0.5, -1.0], [0.5, 0.5, 0.0]), ([1.0, 1.0, 1.0], [1 / 3, 1 / 3, 1 / 3])]
+    for v, want in cases:
+        np.testing.assert_allclose(simplex_projection_np(np.array(v)), want, atol=1e-12)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        v = torch.randn(6, generator=g, dtype=torch.float64) * 3
+        got = simplex_projection_np(v.numpy())
+        np.testing.assert_allclose(got, simplex_projection(v).numpy(), atol=1e-12)
+
+
+def test_an_estimated_gram_matrix_reads_as_clipped_cosines_and_no_negative_norm():
+    """A cross-Gram estimate need not be positive semi-definite: |cos| > 1 is clipped, a
+    negative squared norm reads 0 and its cosines NaN (JSON "nan"), never ±inf."""
+    stats = GradientStats.from_gram(
+        torch.tensor([[4.0, 5.0, -1.0], [5.0, 1.0, 0.5], [-1.0, 0.5, -2.0]]), ["a", "b", "c"]
+    )
+    torch.testing.assert_close(stats.norms, torch.tensor([2.0, 1.0, 0.0]))
+    log = stats.as_log()["cos"]
+    assert log["a|b"] == 1.0  # 5 / (2 · 1), clipped
+    assert math.isnan(log["a|c"]) and math.isnan(log["b|c"])
+    exact = GradientStats.from_gram(torch.tensor([[4.0, -1.0], [-1.0, 1.0]]), ["a", "b"])
+    assert exact.as_log()["cos"]["a|b"] == pytest.approx(-0.5)

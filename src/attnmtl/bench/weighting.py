@@ -137,6 +137,7 @@ class Variant:
             rerun=lambda: self.losses(x, labels, tasks, grad=False),
             heldout=lambda: self.losses(x.flip(0), labels.flip(1), tasks),  # other pairing
             lr=float(self.optimizer.param_groups[0]["lr"]),
+            model=model,
         )
         weighting.backward(losses, ctx)
         self.optimizer.step()

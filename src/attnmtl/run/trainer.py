@@ -427,6 +427,7 @@ class Trainer:
             lambda: self.recompute(batch),
             self.heldout,
             float(self.optimizer.param_groups[0]["lr"]),
+            self.model,
         )
         weights = self.weighting.backward(losses, ctx)
         self.average_gradients()

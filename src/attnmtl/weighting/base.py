@@ -52,9 +52,12 @@ class GradientStats:
 
     @classmethod
     def from_gram(cls, gram: Tensor, tasks: Sequence[str]) -> GradientStats:
-        """From ``GGᵀ`` (K, K) of the gradients of ``tasks``."""
+        """From ``GGᵀ`` (K, K) of the gradients of ``tasks``, or an estimate of it that need
+        not be positive semi-definite (SDMGrad's cross-Gram): its cosines are clipped to
+        [-1, 1]; a norm estimated below 0 reads 0, and its cosines NaN."""
         norms = gram.diagonal().clamp_min(0).sqrt()
-        cosines = gram / (norms[:, None] * norms[None, :])
+        outer = norms[:, None] * norms[None, :]
+        cosines = torch.where(outer > 0, (gram / outer).clamp(-1.0, 1.0), torch.nan)
         return cls(tuple(tasks), norms.detach().cpu(), cosines.detach().cpu())
 
     def as_log(self) -> dict[str, dict[str, float]]:
@@ -110,6 +113,8 @@ class StepContext:
             training samples under the parameters as they are (Auto-Lambda's "validation"
             batch drawn from the training data); None where there is no data set.
         lr: the optimizer's current learning rate (the step size of a virtual update).
+        model: the model whose forward passes ``part_forward`` runs, for strategies that
+            record its shared layers there (SDMGrad's cross-Gram by layer); None when unknown.
     """
 
     shared_parameters: Sequence[nn.Parameter]
@@ -126,6 +131,7 @@ class StepContext:
     rerun: Callable[[], dict[str, Tensor]] | None = None
     heldout: Callable[[], dict[str, Tensor]] | None = None
     lr: float | None = None
+    model: nn.Module | None = None
 
     @classmethod
     def from_model(
@@ -153,6 +159,7 @@ class StepContext:
             job,
             model.shared_groups(),
             None if batch is None else (lambda n: part_losses(output, batch, model.tasks, n)),
+            model=model,
         )
 
 

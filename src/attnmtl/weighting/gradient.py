@@ -208,6 +208,40 @@ def linear_gram(inputs: Tensor, delta: Tensor, bias: bool, job: Distributed | No
     return gram
 
 
+def linear_cross_gram(
+    inputs: tuple[Tensor, Tensor], deltas: tuple[Tensor, Tensor], bias: bool
+) -> Tensor:
+    """``G_a G_bᵀ`` (K, K) in float64 of a Linear layer's per-task gradients on two disjoint
+    sets of samples a and b, from each set's inputs ``x`` (..., in) and its output's per-task
+    cotangents ``δ`` (K, ..., out), without forming either gradient:
+
+        ⟨∇W_{a,k}, ∇W_{b,l}⟩ = Σ_{n∈a, m∈b} (δ_{a,k}[n]·δ_{b,l}[m]) (x_a[n]·x_b[m])
+                             = ⟨Δ_{a,k}, (X_a X_bᵀ) Δ_{b,l}⟩,
+
+    plus ``(Σ_n δ_{a,k}[n])·(Σ_m δ_{b,l}[m])`` for the bias. It costs
+    ``N_a N_b (in + K out) + K² N_a out`` multiply-adds where forming both gradients costs
+    ``K (N_a + N_b) in out`` (:func:`cross_rule_pays`).
+    """
+    k = deltas[0].shape[0]
+    dtype = torch.promote_types(deltas[0].dtype, torch.float32)
+    x_a, x_b = (x.reshape(-1, x.shape[-1]).to(dtype) for x in inputs)
+    d_a, d_b = (d.reshape(k, -1, d.shape[-1]).to(dtype) for d in deltas)
+    mixed = torch.matmul(x_a @ x_b.T, d_b)  # (K, N_a, out): (X_a X_bᵀ) Δ_{b,l}
+    gram = d_a.reshape(k, -1).double() @ mixed.reshape(k, -1).double().T
+    if bias:
+        gram += d_a.sum(1).double() @ d_b.sum(1).double().T
+    return gram
+
+
+def cross_rule_pays(n_a: int, n_b: int, width_in: int, width_out: int, tasks: int) -> bool:
+    """Whether :func:`linear_cross_gram` costs less than forming both parts' per-task
+    gradients of the layer (and its ``N_a × N_b`` product stays under :data:`CHUNK_ENTRIES`
+    × 16 entries)."""
+    rule = n_a * n_b * (width_in + tasks * width_out) + tasks * tasks * n_a * width_out
+    rows = tasks * (n_a + n_b) * width_in * width_out
+    return rule < rows and n_a * n_b <= 16 * CHUNK_ENTRIES
+
+
 @dataclass
 class Layerwise:
     """The ``gramian`` engine's per-task gradients, kept as cotangents: ``G`` is never formed.
@@ -329,6 +363,46 @@ class Layerwise:
             if grad is not None:
                 accumulate(param, grad)
         return True
+
+
+@contextlib.contextmanager
+def recording_linear(
+    model: nn.Module, shared: Sequence[nn.Parameter], sink: list[Captured]
+) -> Iterator[None]:
+    """Append to ``sink`` every call, with gradient enabled, of an ``nn.Linear`` of ``model``
+    all of whose parameters are in ``shared``: its input (values) and output (in the graph)."""
+    ids = {id(p) for p in shared}
+
+    def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+        if torch.is_grad_enabled() and isinstance(output, Tensor) and args:
+            assert isinstance(module, nn.Linear)
+            x = args[0].detach()
+            sink.append(Captured(module, x, output, (x._version, output._version)))
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, nn.Linear) and all(id(p) in ids for p in m.parameters())
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def by_part(calls: Sequence[Captured], parts: int) -> list[dict[int, Captured]]:
+    """Per part, id(module) → its call, from the calls recorded over ``parts`` forward passes
+    run in order; a module called other than once per part is left out."""
+    seen: dict[int, list[Captured]] = {}
+    for call in calls:
+        seen.setdefault(id(call.module), []).append(call)
+    out: list[dict[int, Captured]] = [{} for _ in range(parts)]
+    for key, each in seen.items():
+        if len(each) == parts:
+            for part, call in zip(out, each, strict=True):
+                part[key] = call
+    return out
 
 
 def layer_groups(ctx: StepContext) -> list[list[nn.Parameter]]:
@@ -634,25 +708,9 @@ class GradientBased(Weighting):
     def _recording(self, model: nn.Module) -> Iterator[None]:
         self.captured = []
         shared_of = getattr(model, "shared_parameters", None)
-        shared = {id(p) for p in shared_of()} if callable(shared_of) else set()
-
-        def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
-            if torch.is_grad_enabled() and isinstance(output, Tensor) and args:
-                assert isinstance(module, nn.Linear)
-                x = args[0].detach()
-                versions = (x._version, output._version)
-                self.captured.append(Captured(module, x, output, versions))
-
-        handles = [
-            m.register_forward_hook(hook)
-            for m in model.modules()
-            if isinstance(m, nn.Linear) and all(id(p) in shared for p in m.parameters())
-        ]
-        try:
+        shared = shared_of() if callable(shared_of) else ()
+        with recording_linear(model, shared, self.captured):
             yield
-        finally:
-            for handle in handles:
-                handle.remove()
 
     def take_captured(self) -> list[Captured]:
         """What :meth:`capture` recorded for this step (then forgotten)."""
@@ -872,8 +930,9 @@ class RowWeighting(GradientBased):
 class PartGradients:
     """The gradients of the task objectives of ``S`` disjoint parts of a batch, taken only as
     a method asks for them, each part at most once (unscaled for AMP, averaged over a torchrun
-    job): :meth:`rows` gives a part's K per-task rows (K, P) — a vmapped K-row backward pass —
-    and :meth:`combined` one weighted combination ``cᵀG_i`` (P,) — a single backward pass.
+    job): :meth:`rows` gives a part's K per-task rows (K, P) — a vmapped K-row backward pass —,
+    :meth:`gram` two parts' cross-Gram matrix (K, K) — a vmapped backward pass per part — and
+    :meth:`combined` one weighted combination ``cᵀG_i`` (P,) — a single backward pass.
 
     ``objectives[i]`` holds part i's K objectives (a task with no labelled sample in the part
     has a zero without gradient path); ``live[i]`` the positions of those that have one.
@@ -888,6 +947,10 @@ class PartGradients:
     job: Distributed | None
     retain: bool  # parts of one forward pass share its graph
     taken: list[Tensor] = field(default_factory=list)
+    # per part, id(module) → its one recorded call in the part's forward pass (None: not
+    # recorded), and the cross-Gram matrices :meth:`gram` formed from them
+    records: list[dict[int, Captured]] | None = None
+    crossed: list[Tensor] = field(default_factory=list)
 
     @property
     def width(self) -> int:
@@ -914,6 +977,80 @@ class PartGradients:
         matrix = self.finish(matrix)
         self.taken.append(matrix)
         return matrix
+
+    def gram(self, i: int, j: int) -> Tensor:
+        """``G_i G_jᵀ`` (K, K) in float64, for two different parts i and j.
+
+        Without records of the parts' forward passes, from their rows (:meth:`rows`). With
+        them (one process, ``batched`` engine), a shared ``nn.Linear`` called once in each
+        part contributes by :func:`linear_cross_gram`, from its inputs and its output's
+        per-task cotangents, where that costs less than its rows (:func:`cross_rule_pays`);
+        the other shared parameters by their rows. Each part takes one vmapped backward pass
+        for both. A layer's rule is checked against its rows the first time it is used: a
+        weight also read outside that call (tied, or used directly) fails the check and is
+        taken by its rows from then on.
+        """
+        if self.records is None:
+            return (self.rows(i) @ self.rows(j).T).double()
+        owner = self.weighting
+        k = len(self.objectives[i])
+        calls = []
+        for key, first in self.records[i].items():
+            second = self.records[j].get(key)
+            if second is None or key in owner.unsafe_linear:
+                continue
+            pair = (first, second)
+            if not all(c.intact() and c.output.requires_grad for c in pair):
+                continue
+            n_a, n_b = (c.inputs.numel() // c.inputs.shape[-1] for c in pair)
+            layer = first.module
+            if cross_rule_pays(n_a, n_b, layer.in_features, layer.out_features, k):
+                calls.append(pair)
+        checking = [pair for pair in calls if id(pair[0].module) not in owner.verified_linear]
+        covered = {id(p) for pair in calls for p in pair[0].module.parameters()}
+        rest = [p for p in self.shared if id(p) not in covered]
+        extra = [p for pair in checking for p in pair[0].module.parameters()]
+        got = []  # per part: the cotangents of the calls' outputs, then the rows of rest, extra
+        for side, part in enumerate((i, j)):
+            inputs = [pair[side].output for pair in calls] + rest + extra
+            live = self.live[part]
+            full = [x.new_zeros((k, *x.shape)) for x in inputs]
+            if live:
+                vector = self.scale(torch.stack([self.objectives[part][m] for m in live]))
+                eye = torch.eye(len(live), dtype=vector.dtype, device=vector.device)
+                for whole, found in zip(
+                    full, vjp_rows(vector, inputs, eye, retain_graph=self.retain), strict=True
+                ):
+                    whole[live] = found.to(whole.dtype)
+            got.append([self.finish(x) for x in full])
+        first_got, second_got = got
+        gram = torch.zeros(k, k, dtype=torch.float64, device=first_got[0].device)
+        n = len(calls)
+        checked = iter(range(n + len(rest), n + len(rest) + len(extra)))
+        for position, (a, b) in enumerate(calls):
+            layer = a.module
+            bias = layer.bias is not None
+            rule = linear_cross_gram(
+                (a.inputs, b.inputs), (first_got[position], second_got[position]), bias
+            )
+            if id(layer) not in owner.verified_linear:
+                spots = [next(checked) for _ in layer.parameters()]
+                direct = sum(
+                    (first_got[s].flatten(1) @ second_got[s].flatten(1).T).double() for s in spots
+                )
+                assert isinstance(direct, Tensor)
+                scale = float(torch.maximum(direct.abs().max(), rule.abs().max()))
+                if float((rule - direct).abs().max()) > 1e-4 * scale:
+                    owner.unsafe_linear.add(id(layer))
+                    rule = direct
+                elif scale > 0:
+                    owner.verified_linear.add(id(layer))
+            gram += rule
+        if rest:
+            rows = [torch.cat([x.flatten(1) for x in g[n : n + len(rest)]], 1) for g in got]
+            gram += (rows[0] @ rows[1].T).double()
+        self.crossed.append(gram)
+        return gram
 
     def combined(self, i: int, c: Tensor) -> Tensor:
         """``Σ_k c_k ∇(objective_k of part i)`` (P,), one backward pass."""
@@ -944,7 +1081,9 @@ class SampledWeighting(GradientBased):
     the benchmark provide it) a forward pass per part, so each part's backward passes run over
     its own samples only; with ``StepContext.parts`` alone, the parts of the one forward pass,
     each backward pass over the whole batch. A method asks for each part what it needs
-    (:class:`PartGradients`): the K per-task rows where its weights need the whole matrix, one
+    (:class:`PartGradients`): the K per-task rows where its weights need the whole matrix, only
+    the cross-Gram matrix ``G_i G_jᵀ`` where that is all they need (SDMGrad; by layer from the
+    recorded forward passes where it costs less, see :meth:`PartGradients.gram`), one
     weighted combination where only ``cᵀG_i`` enters (MoDo's ``G₂ᵀλ`` and ``G₃ᵀλ``, SDMGrad's
     update), which costs one backward pass instead of K rows. Task-specific parameters take
     the raw gradient of their whole-batch loss (the mean of the parts', as LibMTL averages the
@@ -957,6 +1096,9 @@ class SampledWeighting(GradientBased):
 
     samples: ClassVar[int] = 3
     modes: ClassVar[tuple[Mode, ...]] = ("parameters",)
+    # whether the method asks for cross-Gram matrices (PartGradients.gram), so the parts'
+    # forward passes are worth recording
+    records_parts: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -1028,8 +1170,18 @@ class SampledWeighting(GradientBased):
             else ()
         )
         shared = list(ctx.shared_parameters)
+        records = None
         if ctx.part_forward is not None:  # a graph per part: each backward over its own rows
-            raw, retain = ctx.part_forward(self.samples), False
+            calls: list[Captured] = []
+            record = self.records_parts and self.engine == "batched" and ctx.job is None
+            with (
+                recording_linear(ctx.model, shared, calls)
+                if record and ctx.model is not None
+                else contextlib.nullcontext()
+            ):
+                raw, retain = ctx.part_forward(self.samples), False
+            if record and ctx.model is not None:
+                records = by_part(calls, len(raw))
         else:  # the parts of the one forward pass: each backward over the whole batch
             assert ctx.parts is not None
             raw, retain = ctx.parts(self.samples), True
@@ -1042,12 +1194,16 @@ class SampledWeighting(GradientBased):
             ctx.scale(torch.ones((), dtype=stacked.dtype, device=stacked.device)),
             ctx.job,
             retain,
+            records=records,
         )
         grads = TaskGradients([], shared, None, unflatten(list(own), task_params), task_params)
         d, c = self.direction(parts, stacked.detach(), index)
         if parts.taken:  # (monitoring only: in the rows' own precision, no float64 copy)
             mean = torch.stack(parts.taken).mean(0)
             self.last_gram, self.last_tasks = (mean @ mean.T).double(), tuple(order)
+        elif parts.crossed:  # E[G_i G_jᵀ] = E[G] E[G]ᵀ: the expected gradients' Gram matrix
+            cross = parts.crossed[0]
+            self.last_gram, self.last_tasks = (cross + cross.T) / 2, tuple(order)
         c = c.to(stacked.dtype)
         self.coefficients[index] = c.detach().to(self.coefficients.dtype)
         for param, part in zip(shared, d.split([p.numel() for p in shared]), strict=True):

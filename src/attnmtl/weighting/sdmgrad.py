@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -19,7 +20,7 @@ from attnmtl.weighting.gradient import (
 )
 from attnmtl.weighting.moco import keep_mass
 from attnmtl.weighting.registry import register_weighting
-from attnmtl.weighting.solvers import simplex_projection
+from attnmtl.weighting.solvers import simplex_projection_np
 
 
 @register_weighting("sdmgrad")
@@ -38,10 +39,17 @@ class SDMGrad(SampledWeighting):
     As LibMTL's ``SDMGrad`` (the authors' code): ``GG = G_{ξ₁} G_{ξ₂}ᵀ`` divided by the squared
     mean of ``√diag(GG)``, ``niter`` steps of SGD (learning rate 5, momentum 0.5, restarted each
     step) on ``GG w + λ mean_j GG_{:,j}`` each followed by the projection onto the simplex,
-    ``w`` kept across steps from 1/K. ``G_ξ₁`` and ``G_ξ₂`` are taken as rows, the update as one
-    backward pass of ``cᵀ`` the ζ part's losses (2K + 1 rows a step where the three matrices
-    take 3K). A task absent from a batch keeps its share of ``w``. The
-    weights reported are each task's coefficient in ``d``, ``(w_k + λ/K) / (1 + λ)``.
+    ``w`` kept across steps from 1/K. Only ``G_ξ₁ G_ξ₂ᵀ`` is needed, never the matrices:
+    where the parts' forward passes are recorded (the Trainer, :meth:`Weighting.step`, the
+    benchmark; one process), each shared ``nn.Linear`` contributes its block from its inputs
+    and its output's per-task cotangents
+    (:meth:`~attnmtl.weighting.gradient.PartGradients.gram`), the other shared parameters from
+    their rows; elsewhere, and with ``engine: loop``, both matrices are taken as rows. The
+    update is one backward pass of ``cᵀ`` the ζ part's losses. A task absent from a batch
+    keeps its share of ``w``. The weights reported are each task's coefficient in ``d``,
+    ``(w_k + λ/K) / (1 + λ)``; the conflict log reads ``½(G_ξ₁G_ξ₂ᵀ + G_ξ₂G_ξ₁ᵀ)``, an
+    unbiased estimate of the Gram matrix of the expected gradients
+    (:meth:`~attnmtl.weighting.base.GradientStats.from_gram` says how it is read).
 
     Args:
         tasks: names of all tasks, in order.
@@ -51,6 +59,7 @@ class SDMGrad(SampledWeighting):
     """
 
     samples = 3
+    records_parts = True
     weights: Tensor
 
     def __init__(
@@ -72,26 +81,28 @@ class SDMGrad(SampledWeighting):
 
     def solve_weights(self, gram: Tensor, start: Tensor) -> Tensor:
         """``niter`` projected SGD steps (lr 5, momentum 0.5) from ``start`` on the normalised
-        ``GG``."""
-        diag = gram.diagonal().clamp_min(0)
-        gram = gram / (diag.sqrt().mean() ** 2 + 1e-8)
-        pull = gram.mean(1)
-        w, velocity = start, torch.zeros_like(start)
+        ``GG``, in float64 on the host (K×K: a device round trip per step, not per
+        iteration)."""
+        g = gram.detach().double().cpu().numpy()
+        g = g / (np.sqrt(np.clip(np.diag(g), 0, None)).mean() ** 2 + 1e-8)
+        pull = g.mean(1)
+        w = start.detach().double().cpu().numpy()
+        velocity = np.zeros_like(w)
         for i in range(self.niter):
-            step = gram @ w + self.lamda * pull
+            step = g @ w + self.lamda * pull
             velocity = step if i == 0 else 0.5 * velocity + step
-            w = simplex_projection(w - 5.0 * velocity)
-        return w
+            w = simplex_projection_np(w - 5.0 * velocity)
+        return torch.from_numpy(w).to(start)
 
     def direction(
         self, parts: PartGradients, losses: Tensor, index: list[int]
     ) -> tuple[Tensor, Tensor]:
-        """The weights from ξ₁, ξ₂ (rows); the update ``G_ζᵀc`` (one combination): 2K + 1
-        gradient rows in all, not 3K."""
+        """The weights from ``G_ξ₁ G_ξ₂ᵀ`` (:meth:`PartGradients.gram`); the update ``G_ζᵀc``
+        (one combination)."""
         idx = torch.tensor(index, device=self.weights.device)
         old = self.weights[idx]
         w = old / old.sum() if float(old.sum()) > 0 else torch.full_like(old, 1 / len(index))
-        gram = (parts.rows(1) @ parts.rows(2).T).double()
+        gram = parts.gram(1, 2)
         if not bool(torch.isfinite(gram).all()):
             return parts.combined(0, torch.ones_like(w)), torch.ones_like(losses)
         w = self.solve_weights(gram, w)
