@@ -195,38 +195,63 @@ class Tied(ReferenceMTL):
         return MultiTaskOutput({t: self.heads[t](z) for t in self.tasks}, {}, z)
 
 
-def reference_pair(model_type, tasks, seed=0):
+def reference_pair(model_type, tasks, method="sdmgrad", seed=0):
     torch.manual_seed(seed)
     state = model_type(tasks, hidden=16).state_dict()
     out = []
     for engine in ("batched", "loop"):
         model = model_type(tasks, hidden=16).double()  # (float64: 20 solver steps amplify)
         model.load_state_dict(state)
-        weighting = create_weighting("sdmgrad", [t.name for t in tasks], engine=engine)
+        weighting = create_weighting(method, [t.name for t in tasks], engine=engine)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         out.append(Variant(engine, model, weighting, optimizer))
     return out
 
 
-@pytest.mark.parametrize("model_type", [ReferenceMTL, Tied])
-def test_sdmgrad_by_layer_records_takes_the_same_steps_as_by_rows(model_type):
-    """The cross-Gram from recorded Linear calls (batched engine) against one backward pass
-    per task and part (loop engine): the same weights and parameters, step after step. A
-    weight read outside its call fails the rule's first check and is taken by rows."""
+@pytest.mark.parametrize(
+    ("method", "model_type", "records"),
+    [
+        ("sdmgrad", ReferenceMTL, True),
+        ("sdmgrad", Tied, True),
+        ("sdmgrad", ReferenceMTL, False),
+        ("modo", ReferenceMTL, False),
+    ],
+)
+def test_cut_and_recorded_parts_take_the_same_steps_as_one_pass_per_row(
+    method, model_type, records
+):
+    """Through each part's cut of the shared representation (one backward pass through the
+    heads, then the encoder's), and with SDMGrad's cross-Gram from recorded Linear calls,
+    against one backward pass per task and part (loop engine): the same weights and
+    parameters, step after step. A weight read outside its call fails the rule's first check
+    and is taken by rows; a model that makes no cut (Tied) is taken from its losses."""
     tasks = [Task(f"t{i}", "multiclass", 4) for i in range(3)]
-    fast, slow = reference_pair(model_type, tasks)
+    fast, slow = reference_pair(model_type, tasks, method)
+    fast.weighting.records_parts = records and method == "sdmgrad"
+    cuts = []
+    split_each_forward = fast.model.split_each_forward
+
+    def spy():
+        cuts.append(1)
+        return split_each_forward()
+
+    fast.model.split_each_forward = spy
     g = torch.Generator().manual_seed(1)
     names = [t.name for t in tasks]
+    state = "weights" if method == "sdmgrad" else "lambdas"
     for step in range(4):
         x = torch.randn(30, 64, generator=g, dtype=torch.float64)
         labels = torch.randint(0, 4, (3, 30), generator=g)
         fast.step(x, labels, names, step)
         slow.step(x, labels, names, step)
-        torch.testing.assert_close(fast.weighting.weights, slow.weighting.weights)
+        torch.testing.assert_close(getattr(fast.weighting, state), getattr(slow.weighting, state))
         for p, q in zip(fast.model.parameters(), slow.model.parameters(), strict=True):
             torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert len(cuts) == 4
     layers = [id(m) for m in fast.model.encoder if isinstance(m, nn.Linear)]
-    if model_type is Tied:
+    if not records:
+        assert not fast.weighting.verified_linear and not fast.weighting.unsafe_linear
+    elif model_type is Tied:
         assert fast.weighting.unsafe_linear == {layers[1]}
         assert fast.weighting.verified_linear == {layers[0]}
     else:

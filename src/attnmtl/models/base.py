@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -136,6 +136,24 @@ class MultiTaskModel(nn.Module):
             yield split
         finally:
             self._split = None
+
+    @contextmanager
+    def split_each_forward(self) -> Iterator[list[FeatureSplit]]:
+        """As :meth:`split_features`, but every forward pass inside the block gets a split of
+        its own, appended in call order to the list yielded (the parts' forward passes of the
+        double-sampling weightings)."""
+        with self.split_features():
+            splits: list[FeatureSplit] = []
+
+            def fresh(module: nn.Module, args: Any) -> None:
+                self._split = FeatureSplit()
+                splits.append(self._split)
+
+            handle = self.register_forward_pre_hook(fresh)
+            try:
+                yield splits
+            finally:
+                handle.remove()
 
     def forward(self, inputs: Inputs, lengths: Tensor | None = None) -> MultiTaskOutput:
         """Every task's predictions for every sample of the batch."""

@@ -62,6 +62,7 @@ import torch
 from torch import Tensor, nn
 
 from attnmtl.core.distributed import Distributed
+from attnmtl.models.base import FeatureSplit, MultiTaskModel
 from attnmtl.weighting.base import LOSS_FLOOR, GradientStats, StepContext, Weighting
 
 Mode = Literal["parameters", "features"]
@@ -211,7 +212,7 @@ def linear_gram(inputs: Tensor, delta: Tensor, bias: bool, job: Distributed | No
 def linear_cross_gram(
     inputs: tuple[Tensor, Tensor], deltas: tuple[Tensor, Tensor], bias: bool
 ) -> Tensor:
-    """``G_a G_bᵀ`` (K, K) in float64 of a Linear layer's per-task gradients on two disjoint
+    """``G_a G_bᵀ`` (K, K) of a Linear layer's per-task gradients on two disjoint
     sets of samples a and b, from each set's inputs ``x`` (..., in) and its output's per-task
     cotangents ``δ`` (K, ..., out), without forming either gradient:
 
@@ -220,16 +221,17 @@ def linear_cross_gram(
 
     plus ``(Σ_n δ_{a,k}[n])·(Σ_m δ_{b,l}[m])`` for the bias. It costs
     ``N_a N_b (in + K out) + K² N_a out`` multiply-adds where forming both gradients costs
-    ``K (N_a + N_b) in out`` (:func:`cross_rule_pays`).
+    ``K (N_a + N_b) in out`` (:func:`cross_rule_pays`). Summed in the inputs' precision (at
+    least float32), as the rows' product is, and returned in float64.
     """
     k = deltas[0].shape[0]
     dtype = torch.promote_types(deltas[0].dtype, torch.float32)
     x_a, x_b = (x.reshape(-1, x.shape[-1]).to(dtype) for x in inputs)
     d_a, d_b = (d.reshape(k, -1, d.shape[-1]).to(dtype) for d in deltas)
     mixed = torch.matmul(x_a @ x_b.T, d_b)  # (K, N_a, out): (X_a X_bᵀ) Δ_{b,l}
-    gram = d_a.reshape(k, -1).double() @ mixed.reshape(k, -1).double().T
+    gram = (d_a.reshape(k, -1) @ mixed.reshape(k, -1).T).double()  # (as rows @ rowsᵀ is)
     if bias:
-        gram += d_a.sum(1).double() @ d_b.sum(1).double().T
+        gram += (d_a.sum(1) @ d_b.sum(1).T).double()
     return gram
 
 
@@ -951,6 +953,38 @@ class PartGradients:
     # recorded), and the cross-Gram matrices :meth:`gram` formed from them
     records: list[dict[int, Captured]] | None = None
     crossed: list[Tensor] = field(default_factory=list)
+    # per part, its forward pass's cut of the shared representation (None: not cut), and the
+    # task of each objective position
+    splits: list[FeatureSplit] | None = None
+    order: Sequence[str] = ()
+
+    def cut(self, i: int) -> FeatureSplit | None:
+        """Part i's cut, where its forward pass made one."""
+        if self.splits is None or self.splits[i].root is None:
+            return None
+        return self.splits[i]
+
+    def through_cut(self, i: int, weights: Tensor, inputs: Sequence[Tensor]) -> list[Tensor]:
+        """For each row r of ``weights`` (R, live tasks), the gradient of
+        ``Σ_m weights[r, m] · objective_m`` of part i with respect to each of ``inputs``
+        (R, *input.shape), through the part's cut: one backward pass through the task branches
+        to the per-task leaves, then one (vmapped for R > 1) from the shared representation."""
+        split = self.cut(i)
+        assert split is not None and split.root is not None
+        live = self.live[i]
+        vector = self.scale(torch.stack([self.objectives[i][m] for m in live]))
+        leaves = [split.leaves[self.order[m]] for m in live]
+        found = torch.autograd.grad(
+            vector.sum(), leaves, retain_graph=self.retain, allow_unused=True
+        )
+        at_leaves = torch.stack([or_zeros(g, x) for g, x in zip(found, leaves, strict=True)])
+        cotangents = torch.tensordot(weights.to(at_leaves.dtype), at_leaves, dims=1)
+        if len(cotangents) > 1:
+            return vjp_rows(split.root, inputs, cotangents, retain_graph=self.retain)
+        grads = torch.autograd.grad(
+            split.root, inputs, cotangents[0], retain_graph=self.retain, allow_unused=True
+        )
+        return [or_zeros(g, x)[None] for g, x in zip(grads, inputs, strict=True)]
 
     @property
     def width(self) -> int:
@@ -970,7 +1004,11 @@ class PartGradients:
         k, live = len(self.objectives[i]), self.live[i]
         ref = self.shared[0]
         matrix = ref.new_zeros(k, self.width)
-        if live:
+        if live and self.cut(i) is not None:
+            eye = torch.eye(len(live), dtype=matrix.dtype, device=matrix.device)
+            blocks = [b.flatten(1) for b in self.through_cut(i, eye, self.shared)]
+            matrix[live] = torch.cat(blocks, 1).to(matrix.dtype)
+        elif live:
             vector = self.scale(torch.stack([self.objectives[i][j] for j in live]))
             blocks = self.weighting.rows_of(vector, self.shared, self.retain)
             matrix[live] = torch.cat(blocks, 1).to(matrix.dtype)
@@ -992,6 +1030,7 @@ class PartGradients:
         """
         if self.records is None:
             return (self.rows(i) @ self.rows(j).T).double()
+        assert self.job is None, "a torchrun job averages rows first: no records"
         owner = self.weighting
         k = len(self.objectives[i])
         calls = []
@@ -1014,15 +1053,20 @@ class PartGradients:
         for side, part in enumerate((i, j)):
             inputs = [pair[side].output for pair in calls] + rest + extra
             live = self.live[part]
-            full = [x.new_zeros((k, *x.shape)) for x in inputs]
-            if live:
+            found: list[Tensor] = []
+            if live and self.cut(part) is not None:
+                eye = torch.eye(len(live), dtype=torch.float64, device=self.factor.device)
+                found = self.through_cut(part, eye, inputs)
+            elif live:
                 vector = self.scale(torch.stack([self.objectives[part][m] for m in live]))
                 eye = torch.eye(len(live), dtype=vector.dtype, device=vector.device)
-                for whole, found in zip(
-                    full, vjp_rows(vector, inputs, eye, retain_graph=self.retain), strict=True
-                ):
-                    whole[live] = found.to(whole.dtype)
-            got.append([self.finish(x) for x in full])
+                found = vjp_rows(vector, inputs, eye, retain_graph=self.retain)
+            if len(live) < k:  # zero rows for the tasks unlabelled in the part
+                full = [x.new_zeros((k, *x.shape)) for x in inputs]
+                for whole, rows in zip(full, found, strict=False):
+                    whole[live] = rows.to(whole.dtype)
+                found = full
+            got.append(found)  # (scaled for AMP: the Gram is unscaled once, below)
         first_got, second_got = got
         gram = torch.zeros(k, k, dtype=torch.float64, device=first_got[0].device)
         n = len(calls)
@@ -1047,8 +1091,9 @@ class PartGradients:
                     owner.verified_linear.add(id(layer))
             gram += rule
         if rest:
-            rows = [torch.cat([x.flatten(1) for x in g[n : n + len(rest)]], 1) for g in got]
-            gram += (rows[0] @ rows[1].T).double()
+            cat = [torch.cat([x.flatten(1) for x in g[n : n + len(rest)]], 1) for g in got]
+            gram += (cat[0] @ cat[1].T).double()
+        gram = gram / self.factor.double() ** 2
         self.crossed.append(gram)
         return gram
 
@@ -1058,6 +1103,9 @@ class PartGradients:
         ref = self.shared[0]
         if not live:
             return ref.new_zeros(self.width)
+        if self.cut(i) is not None:
+            grads_cut = self.through_cut(i, c[live][None], self.shared)
+            return self.finish(torch.cat([g[0].reshape(-1) for g in grads_cut]))
         terms = [c[j].to(self.objectives[i][j].dtype) * self.objectives[i][j] for j in live]
         grads = torch.autograd.grad(
             self.scale(torch.stack(terms).sum()),
@@ -1080,7 +1128,12 @@ class SampledWeighting(GradientBased):
     form part i): with ``StepContext.part_forward`` (the Trainer, :meth:`Weighting.step` and
     the benchmark provide it) a forward pass per part, so each part's backward passes run over
     its own samples only; with ``StepContext.parts`` alone, the parts of the one forward pass,
-    each backward pass over the whole batch. A method asks for each part what it needs
+    each backward pass over the whole batch. With the ``batched`` engine in one process, where
+    ``StepContext.model`` splits its features, each part's forward pass is cut at the shared
+    representation (:meth:`~attnmtl.models.base.MultiTaskModel.split_each_forward`): a part's
+    K rows are then one backward pass through the task branches and one vmapped pass through
+    the encoder alone, as the other gradient methods take theirs. A method asks for each part
+    what it needs
     (:class:`PartGradients`): the K per-task rows where its weights need the whole matrix, only
     the cross-Gram matrix ``G_i G_jᵀ`` where that is all they need (SDMGrad; by layer from the
     recorded forward passes where it costs less, see :meth:`PartGradients.gram`), one
@@ -1089,7 +1142,8 @@ class SampledWeighting(GradientBased):
     the raw gradient of their whole-batch loss (the mean of the parts', as LibMTL averages the
     three). ``parameters`` mode, and the ``batched`` or ``loop`` engine (``loop``: a backward
     pass per row). A task without a labelled sample in a part has a zero estimate there. The
-    gradient-conflict statistics are those of the mean of the rows taken.
+    gradient-conflict statistics are those of the mean of the rows taken, or of the first
+    cross-Gram matrix, symmetrised, where no rows were.
 
     See :class:`GradientBased` for the arguments.
     """
@@ -1170,18 +1224,24 @@ class SampledWeighting(GradientBased):
             else ()
         )
         shared = list(ctx.shared_parameters)
-        records = None
+        records, splits = None, None
         if ctx.part_forward is not None:  # a graph per part: each backward over its own rows
             calls: list[Captured] = []
-            record = self.records_parts and self.engine == "batched" and ctx.job is None
-            with (
-                recording_linear(ctx.model, shared, calls)
-                if record and ctx.model is not None
-                else contextlib.nullcontext()
-            ):
+            model = ctx.model if self.engine == "batched" and ctx.job is None else None
+            record = model is not None and self.records_parts
+            cut = isinstance(model, MultiTaskModel) and model.splits_features
+            with contextlib.ExitStack() as stack:
+                if record:
+                    assert model is not None
+                    stack.enter_context(recording_linear(model, shared, calls))
+                if cut:
+                    assert isinstance(model, MultiTaskModel)
+                    splits = stack.enter_context(model.split_each_forward())
                 raw, retain = ctx.part_forward(self.samples), False
-            if record and ctx.model is not None:
+            if record:
                 records = by_part(calls, len(raw))
+            if splits is not None and len(splits) != len(raw):  # not a forward pass per part
+                splits = None
         else:  # the parts of the one forward pass: each backward over the whole batch
             assert ctx.parts is not None
             raw, retain = ctx.parts(self.samples), True
@@ -1195,6 +1255,8 @@ class SampledWeighting(GradientBased):
             ctx.job,
             retain,
             records=records,
+            splits=splits,
+            order=order,
         )
         grads = TaskGradients([], shared, None, unflatten(list(own), task_params), task_params)
         d, c = self.direction(parts, stacked.detach(), index)
