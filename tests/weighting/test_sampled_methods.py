@@ -19,7 +19,7 @@ from attnmtl.run.build import build_data, build_model
 from attnmtl.run.config import parse_config
 from attnmtl.weighting import create_weighting
 from attnmtl.weighting.base import GradientStats, StepContext
-from attnmtl.weighting.gradient import cross_rule_pays, linear_cross_gram
+from attnmtl.weighting.gradient import cross_rule_pays, linear_cross_gram, rule_agrees
 from attnmtl.weighting.solvers import simplex_projection, simplex_projection_np
 
 TASKS = ["a", "b", "c"]
@@ -360,3 +360,16 @@ def test_weighting_step_through_cut_parts_matches_one_pass_per_row(method, encod
         final.append([p.detach().clone() for p in model.parameters()])
     for fast, slow in zip(*final, strict=True):
         torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-12)
+
+
+def test_a_layers_check_agrees_refuses_or_cannot_tell():
+    """rule_agrees: within 1e-4 of the largest entry; an overflowed (inf or NaN) or all-zero
+    step cannot tell, so it neither trusts nor gives up the layer."""
+    direct = torch.tensor([[4.0, -1.0], [-1.0, 2.0]], dtype=torch.float64)
+    assert rule_agrees(direct + 3e-4, direct) is True
+    assert rule_agrees(direct + 5e-4, direct) is False
+    assert rule_agrees(direct.flip(0), direct) is False
+    inf = torch.full_like(direct, float("inf"))
+    assert rule_agrees(inf, inf) is None
+    assert rule_agrees(direct * float("nan"), direct) is None
+    assert rule_agrees(torch.zeros_like(direct), torch.zeros_like(direct)) is None

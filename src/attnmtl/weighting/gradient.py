@@ -235,6 +235,15 @@ def linear_cross_gram(
     return gram
 
 
+def rule_agrees(rule: Tensor, direct: Tensor) -> bool | None:
+    """Whether a layer's rule gave its rows' Gram matrix (to 1e-4 of the largest entry), or
+    None when this step cannot tell: every entry zero, or not finite (an AMP overflow)."""
+    scale = float(torch.maximum(direct.abs().max(), rule.abs().max()))
+    if not math.isfinite(scale) or scale == 0:
+        return None
+    return float((rule - direct).abs().max()) <= 1e-4 * scale
+
+
 def cross_rule_pays(n_a: int, n_b: int, width_in: int, width_out: int, tasks: int) -> bool:
     """Whether :func:`linear_cross_gram` costs less than forming both parts' per-task
     gradients of the layer (and its ``N_a × N_b`` product stays under :data:`CHUNK_ENTRIES`
@@ -1083,12 +1092,11 @@ class PartGradients:
                     (first_got[s].flatten(1) @ second_got[s].flatten(1).T).double() for s in spots
                 )
                 assert isinstance(direct, Tensor)
-                scale = float(torch.maximum(direct.abs().max(), rule.abs().max()))
-                if float((rule - direct).abs().max()) > 1e-4 * scale:
-                    owner.unsafe_linear.add(id(layer))
+                verdict = rule_agrees(rule, direct)
+                if verdict is not None:
+                    (owner.verified_linear if verdict else owner.unsafe_linear).add(id(layer))
+                if not verdict:
                     rule = direct
-                elif scale > 0:
-                    owner.verified_linear.add(id(layer))
             gram += rule
         if rest:
             cat = [torch.cat([x.flatten(1) for x in g[n : n + len(rest)]], 1) for g in got]
