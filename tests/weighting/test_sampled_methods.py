@@ -19,7 +19,13 @@ from attnmtl.run.build import build_data, build_model
 from attnmtl.run.config import parse_config
 from attnmtl.weighting import create_weighting
 from attnmtl.weighting.base import GradientStats, StepContext
-from attnmtl.weighting.gradient import cross_rule_pays, linear_cross_gram, rule_agrees
+from attnmtl.weighting.gradient import (
+    Captured,
+    by_part,
+    cross_rule_pays,
+    linear_cross_gram,
+    rule_agrees,
+)
 from attnmtl.weighting.solvers import simplex_projection, simplex_projection_np
 
 TASKS = ["a", "b", "c"]
@@ -198,6 +204,20 @@ class Tied(ReferenceMTL):
         return MultiTaskOutput({t: self.heads[t](z) for t in self.tasks}, {}, z)
 
 
+class SharedWeight(ReferenceMTL):
+    """Two Linear modules holding one weight: neither is recorded, both taken by rows."""
+
+    def __init__(self, tasks, hidden=16):
+        super().__init__(tasks, hidden=hidden)
+        self.extra = nn.Linear(hidden, hidden)
+        self.extra.weight = self.encoder[2].weight
+
+    def forward(self, inputs, lengths=None):
+        z = self.encoder(inputs)
+        z = z + torch.tanh(self.extra(z))
+        return MultiTaskOutput({t: self.heads[t](z) for t in self.tasks}, {}, z)
+
+
 def reference_pair(model_type, tasks, method="sdmgrad", seed=0):
     torch.manual_seed(seed)
     state = model_type(tasks, hidden=16).state_dict()
@@ -216,6 +236,7 @@ def reference_pair(model_type, tasks, method="sdmgrad", seed=0):
     [
         ("sdmgrad", ReferenceMTL, True),
         ("sdmgrad", Tied, True),
+        ("sdmgrad", SharedWeight, True),
         ("sdmgrad", ReferenceMTL, False),
         ("modo", ReferenceMTL, False),
     ],
@@ -257,6 +278,9 @@ def test_cut_and_recorded_parts_take_the_same_steps_as_one_pass_per_row(
     elif model_type is Tied:
         assert fast.weighting.unsafe_linear == {layers[1]}
         assert fast.weighting.verified_linear == {layers[0]}
+    elif model_type is SharedWeight:  # the second layer and `extra` hold one weight: rows
+        assert fast.weighting.verified_linear == {layers[0]}
+        assert not fast.weighting.unsafe_linear
     else:
         assert fast.weighting.verified_linear == set(layers)
         assert not fast.weighting.unsafe_linear
@@ -363,13 +387,93 @@ def test_weighting_step_through_cut_parts_matches_one_pass_per_row(method, encod
 
 
 def test_a_layers_check_agrees_refuses_or_cannot_tell():
-    """rule_agrees: within 1e-4 of the largest entry; an overflowed (inf or NaN) or all-zero
-    step cannot tell, so it neither trusts nor gives up the layer."""
+    """rule_agrees: within 1e-4 of the largest entry (4 ε of a half-precision format, whose
+    rows carry their own rounding); an overflowed (inf or NaN) or all-zero step cannot tell,
+    so it neither trusts nor gives up the layer."""
     direct = torch.tensor([[4.0, -1.0], [-1.0, 2.0]], dtype=torch.float64)
-    assert rule_agrees(direct + 3e-4, direct) is True
-    assert rule_agrees(direct + 5e-4, direct) is False
-    assert rule_agrees(direct.flip(0), direct) is False
+    f32, bf16 = torch.float32, torch.bfloat16
+    assert rule_agrees(direct + 3e-4, direct, f32) is True
+    assert rule_agrees(direct + 5e-4, direct, f32) is False
+    assert rule_agrees(direct + 1e-2, direct, bf16) is True  # 4 ε = 0.031 of 4
+    assert rule_agrees(direct + 0.2, direct, bf16) is False
+    assert rule_agrees(direct.flip(0), direct, bf16) is False
     inf = torch.full_like(direct, float("inf"))
-    assert rule_agrees(inf, inf) is None
-    assert rule_agrees(direct * float("nan"), direct) is None
-    assert rule_agrees(torch.zeros_like(direct), torch.zeros_like(direct)) is None
+    assert rule_agrees(inf, inf, f32) is None
+    assert rule_agrees(direct * float("nan"), direct, f32) is None
+    assert rule_agrees(torch.zeros_like(direct), torch.zeros_like(direct), f32) is None
+
+
+def test_calls_are_given_to_parts_by_their_forward_pass_once_each():
+    """by_part: a module called once in a part is that part's; one called twice in a part
+    (or never) is left out of it, whatever its total count across parts."""
+    first, second = nn.Linear(2, 2), nn.Linear(2, 2)
+    x = torch.zeros(1, 2)
+
+    def call(module, forward):
+        return Captured(module, x, module(x), forward=forward)
+
+    calls = [call(first, 0), call(second, 0), call(second, 1), call(second, 1), call(first, 1)]
+    calls += [call(first, 2), call(second, 2)]
+    parts = by_part(calls, 3)
+    assert [sorted(p) for p in parts] == [
+        sorted([id(first), id(second)]),
+        [id(first)],
+        sorted([id(first), id(second)]),
+    ]
+    assert parts[2][id(second)] is calls[-1]
+
+
+def test_a_part_forward_that_is_not_one_pass_per_part_is_taken_plainly():
+    """A StepContext.part_forward that runs the model twice per part (each part's loss the
+    mean of two passes): no cut and no record can be matched to parts, so the parts are run
+    again uncut and taken by rows — the same update as the loop engine, and the encoder gets
+    its gradient."""
+    tasks = [Task(f"t{i}", "multiclass", 4) for i in range(3)]
+    names = [t.name for t in tasks]
+    fast, slow = reference_pair(ReferenceMTL, tasks)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(30, 64, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 4, (3, 30), generator=g)
+    grads = []
+    for variant in (fast, slow):
+        model = variant.model
+        model.zero_grad()
+        output = model(x)
+        losses = {
+            t: nn.functional.cross_entropy(output.preds[t], labels[k]) for k, t in enumerate(names)
+        }
+        ctx = StepContext.from_model(model, output, 0, 0)
+
+        def twice(n, model=model):
+            out = []
+            for i in range(n):
+                runs = [model(x[i::n]).preds for _ in range(2)]
+                out.append(
+                    {
+                        t: sum(nn.functional.cross_entropy(r[t], labels[k][i::n]) for r in runs) / 2
+                        for k, t in enumerate(names)
+                    }
+                )
+            return out
+
+        ctx.part_forward = twice
+        variant.weighting.backward(losses, ctx)
+        grads.append([p.grad.clone() for p in variant.shared])
+    assert float(grads[0][0].abs().sum()) > 0
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+    assert not fast.weighting.verified_linear
+
+
+def test_a_split_inside_a_split_gives_the_outer_one_back():
+    """split_each_forward (the parts' cuts) inside the caller's own split_features block
+    leaves that block's cut in place for its later forward passes."""
+    tasks = [Task(f"t{i}", "multiclass", 4) for i in range(2)]
+    model = ReferenceMTL(tasks, hidden=8)
+    with model.split_features() as outer:
+        with model.split_each_forward() as inner:
+            model(torch.randn(3, 64))
+        model(torch.randn(3, 64))
+    assert len(inner) == 1 and inner[0].root is not None
+    assert outer.root is not None and outer.root is not inner[0].root
+    assert model._split is None

@@ -130,12 +130,12 @@ class MultiTaskModel(nn.Module):
                 f"use a model that has one ({', '.join(splitting_models())}) or the parameters "
                 "mode"
             )
-        split = FeatureSplit()
+        split, previous = FeatureSplit(), self._split
         self._split = split
         try:
             yield split
         finally:
-            self._split = None
+            self._split = previous
 
     @contextmanager
     def split_each_forward(self) -> Iterator[list[FeatureSplit]]:

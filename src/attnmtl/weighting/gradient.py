@@ -53,7 +53,7 @@ import contextlib
 import math
 import warnings
 from abc import abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -176,6 +176,7 @@ class Captured:
     inputs: Tensor
     output: Tensor
     versions: tuple[int, int] = (0, 0)  # the input's and output's, when recorded
+    forward: int = -1  # which of the model's forward passes it came from (-1: not counted)
 
     def intact(self) -> bool:
         """Whether neither tensor was changed in place since (``ReLU(inplace=True)`` after the
@@ -235,13 +236,16 @@ def linear_cross_gram(
     return gram
 
 
-def rule_agrees(rule: Tensor, direct: Tensor) -> bool | None:
-    """Whether a layer's rule gave its rows' Gram matrix (to 1e-4 of the largest entry), or
-    None when this step cannot tell: every entry zero, or not finite (an AMP overflow)."""
+def rule_agrees(rule: Tensor, direct: Tensor, precision: torch.dtype) -> bool | None:
+    """Whether a layer's rule gave its rows' Gram matrix — to 1e-4 of the largest entry, or to
+    4 ε of ``precision`` (the cotangents' format: float16 and bfloat16 rows under AMP carry
+    their own rounding) where that is looser — or None when this step cannot tell: every
+    entry zero, or not finite (an AMP overflow)."""
     scale = float(torch.maximum(direct.abs().max(), rule.abs().max()))
     if not math.isfinite(scale) or scale == 0:
         return None
-    return float((rule - direct).abs().max()) <= 1e-4 * scale
+    tolerance = max(1e-4, 4 * torch.finfo(precision).eps)
+    return float((rule - direct).abs().max()) <= tolerance * scale
 
 
 def cross_rule_pays(n_a: int, n_b: int, width_in: int, width_out: int, tasks: int) -> bool:
@@ -378,22 +382,32 @@ class Layerwise:
 
 @contextlib.contextmanager
 def recording_linear(
-    model: nn.Module, shared: Sequence[nn.Parameter], sink: list[Captured]
+    model: nn.Module,
+    shared: Sequence[nn.Parameter],
+    sink: list[Captured],
+    forward: Callable[[], int] | None = None,
 ) -> Iterator[None]:
     """Append to ``sink`` every call, with gradient enabled, of an ``nn.Linear`` of ``model``
-    all of whose parameters are in ``shared``: its input (values) and output (in the graph)."""
+    all of whose parameters are in ``shared`` and held by no other module (a weight shared
+    by two modules is taken by its rows): its input (values), its output (in the graph) and,
+    given ``forward``, the index of the model's forward pass it came from."""
     ids = {id(p) for p in shared}
+    holders: dict[int, int] = {}
+    for _, param in model.named_parameters(remove_duplicate=False):
+        holders[id(param)] = holders.get(id(param), 0) + 1
 
     def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
         if torch.is_grad_enabled() and isinstance(output, Tensor) and args:
             assert isinstance(module, nn.Linear)
             x = args[0].detach()
-            sink.append(Captured(module, x, output, (x._version, output._version)))
+            index = -1 if forward is None else forward()
+            sink.append(Captured(module, x, output, (x._version, output._version), index))
 
     handles = [
         m.register_forward_hook(hook)
         for m in model.modules()
-        if isinstance(m, nn.Linear) and all(id(p) in ids for p in m.parameters())
+        if isinstance(m, nn.Linear)
+        and all(id(p) in ids and holders.get(id(p)) == 1 for p in m.parameters())
     ]
     try:
         yield
@@ -403,16 +417,17 @@ def recording_linear(
 
 
 def by_part(calls: Sequence[Captured], parts: int) -> list[dict[int, Captured]]:
-    """Per part, id(module) → its call, from the calls recorded over ``parts`` forward passes
-    run in order; a module called other than once per part is left out."""
-    seen: dict[int, list[Captured]] = {}
+    """Per part, id(module) → its call, from calls recorded with the index of the forward pass
+    (one per part) they came from; a module called other than once in a part is left out of
+    that part."""
+    count: dict[tuple[int, int], int] = {}
     for call in calls:
-        seen.setdefault(id(call.module), []).append(call)
+        key = (call.forward, id(call.module))
+        count[key] = count.get(key, 0) + 1
     out: list[dict[int, Captured]] = [{} for _ in range(parts)]
-    for key, each in seen.items():
-        if len(each) == parts:
-            for part, call in zip(out, each, strict=True):
-                part[key] = call
+    for call in calls:
+        if 0 <= call.forward < parts and count[(call.forward, id(call.module))] == 1:
+            out[call.forward][id(call.module)] = call
     return out
 
 
@@ -1092,7 +1107,7 @@ class PartGradients:
                     (first_got[s].flatten(1) @ second_got[s].flatten(1).T).double() for s in spots
                 )
                 assert isinstance(direct, Tensor)
-                verdict = rule_agrees(rule, direct)
+                verdict = rule_agrees(rule, direct, first_got[position].dtype)
                 if verdict is not None:
                     (owner.verified_linear if verdict else owner.unsafe_linear).add(id(layer))
                 if not verdict:
@@ -1238,18 +1253,28 @@ class SampledWeighting(GradientBased):
             model = ctx.model if self.engine == "batched" and ctx.job is None else None
             record = model is not None and self.records_parts
             cut = isinstance(model, MultiTaskModel) and model.splits_features
+            forwards = [0]
+
+            def counted(module: nn.Module, args: Any) -> None:
+                forwards[0] += 1
+
             with contextlib.ExitStack() as stack:
+                if model is not None:
+                    stack.callback(model.register_forward_pre_hook(counted).remove)
                 if record:
                     assert model is not None
-                    stack.enter_context(recording_linear(model, shared, calls))
+                    tag = lambda: forwards[0] - 1  # noqa: E731 (the pass now running)
+                    stack.enter_context(recording_linear(model, shared, calls, tag))
                 if cut:
                     assert isinstance(model, MultiTaskModel)
                     splits = stack.enter_context(model.split_each_forward())
                 raw, retain = ctx.part_forward(self.samples), False
-            if record:
-                records = by_part(calls, len(raw))
-            if splits is not None and len(splits) != len(raw):  # not a forward pass per part
-                splits = None
+            if forwards[0] == len(raw):  # a forward pass per part, in order
+                records = by_part(calls, len(raw)) if record else None
+            else:  # records and cuts would be misread: neither, and uncut parts again if cut
+                records, splits = None, None
+                if cut:
+                    raw = ctx.part_forward(self.samples)
         else:  # the parts of the one forward pass: each backward over the whole batch
             assert ctx.parts is not None
             raw, retain = ctx.parts(self.samples), True
