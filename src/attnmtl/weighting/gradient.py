@@ -392,9 +392,13 @@ def recording_linear(
     by two modules is taken by its rows): its input (values), its output (in the graph) and,
     given ``forward``, the index of the model's forward pass it came from."""
     ids = {id(p) for p in shared}
-    holders: dict[int, int] = {}
-    for _, param in model.named_parameters(remove_duplicate=False):
-        holders[id(param)] = holders.get(id(param), 0) + 1
+    holders: dict[int, int] = {}  # parameter → the modules holding it
+    linear = []
+    for m in model.modules():
+        for param in m.parameters(recurse=False):
+            holders[id(param)] = holders.get(id(param), 0) + 1
+        if isinstance(m, nn.Linear):
+            linear.append(m)
 
     def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
         if torch.is_grad_enabled() and isinstance(output, Tensor) and args:
@@ -405,9 +409,8 @@ def recording_linear(
 
     handles = [
         m.register_forward_hook(hook)
-        for m in model.modules()
-        if isinstance(m, nn.Linear)
-        and all(id(p) in ids and holders.get(id(p)) == 1 for p in m.parameters())
+        for m in linear
+        if all(id(p) in ids and holders[id(p)] == 1 for p in m.parameters())
     ]
     try:
         yield
@@ -1025,20 +1028,35 @@ class PartGradients:
         """Part i's per-task gradients (K, P), one vmapped backward pass over its graph (a
         pass per part: one pass through several parts' graphs runs every cotangent through
         every graph, 1.7× slower for SDMGrad's two)."""
-        k, live = len(self.objectives[i]), self.live[i]
-        ref = self.shared[0]
-        matrix = ref.new_zeros(k, self.width)
-        if live and self.cut(i) is not None:
-            eye = torch.eye(len(live), dtype=matrix.dtype, device=matrix.device)
-            blocks = [b.flatten(1) for b in self.through_cut(i, eye, self.shared)]
-            matrix[live] = torch.cat(blocks, 1).to(matrix.dtype)
-        elif live:
-            vector = self.scale(torch.stack([self.objectives[i][j] for j in live]))
-            blocks = self.weighting.rows_of(vector, self.shared, self.retain)
-            matrix[live] = torch.cat(blocks, 1).to(matrix.dtype)
+        blocks = self.per_task(i, self.shared)
+        matrix = torch.cat([b.flatten(1) for b in blocks], 1).to(self.shared[0].dtype)
         matrix = self.finish(matrix)
         self.taken.append(matrix)
         return matrix
+
+    def per_task(self, i: int, inputs: Sequence[Tensor]) -> list[Tensor]:
+        """Part i's K per-task gradients (still scaled for AMP) of each of ``inputs``,
+        (K, *input.shape), zero for a task unlabelled in the part: through the part's cut
+        where it has one, else one vmapped backward pass from its losses (one pass per task
+        with the ``loop`` engine)."""
+        k, live = len(self.objectives[i]), self.live[i]
+        found: list[Tensor] = []
+        if live and self.cut(i) is not None:
+            eye = torch.eye(len(live), dtype=torch.float64, device=self.factor.device)
+            found = self.through_cut(i, eye, inputs)
+        elif live:
+            vector = self.scale(torch.stack([self.objectives[i][m] for m in live]))
+            if self.weighting.engine == "loop":  # the naive reference: a backward pass per row
+                found = loop_rows(vector, inputs)
+            else:
+                eye = torch.eye(len(live), dtype=vector.dtype, device=vector.device)
+                found = vjp_rows(vector, inputs, eye, retain_graph=self.retain)
+        if len(live) == k:
+            return found
+        full = [x.new_zeros((k, *x.shape)) for x in inputs]
+        for whole, rows in zip(full, found, strict=False):
+            whole[live] = rows.to(whole.dtype)
+        return full
 
     def gram(self, i: int, j: int) -> Tensor:
         """``G_i G_jᵀ`` (K, K) in float64, for two different parts i and j.
@@ -1076,21 +1094,7 @@ class PartGradients:
         got = []  # per part: the cotangents of the calls' outputs, then the rows of rest, extra
         for side, part in enumerate((i, j)):
             inputs = [pair[side].output for pair in calls] + rest + extra
-            live = self.live[part]
-            found: list[Tensor] = []
-            if live and self.cut(part) is not None:
-                eye = torch.eye(len(live), dtype=torch.float64, device=self.factor.device)
-                found = self.through_cut(part, eye, inputs)
-            elif live:
-                vector = self.scale(torch.stack([self.objectives[part][m] for m in live]))
-                eye = torch.eye(len(live), dtype=vector.dtype, device=vector.device)
-                found = vjp_rows(vector, inputs, eye, retain_graph=self.retain)
-            if len(live) < k:  # zero rows for the tasks unlabelled in the part
-                full = [x.new_zeros((k, *x.shape)) for x in inputs]
-                for whole, rows in zip(full, found, strict=False):
-                    whole[live] = rows.to(whole.dtype)
-                found = full
-            got.append(found)  # (scaled for AMP: the Gram is unscaled once, below)
+            got.append(self.per_task(part, inputs))  # (scaled: the Gram is unscaled below)
         first_got, second_got = got
         gram = torch.zeros(k, k, dtype=torch.float64, device=first_got[0].device)
         n = len(calls)
@@ -1219,15 +1223,6 @@ class SampledWeighting(GradientBased):
                 out.append(value.clamp_min(LOSS_FLOOR).log() if self.log_losses else value)
         return out
 
-    def rows_of(
-        self, values: Tensor, shared: Sequence[nn.Parameter], retain: bool = False
-    ) -> list[Tensor]:
-        """The gradients (R, n_i) of ``values`` (R,) for every shared parameter."""
-        if self.engine == "loop":  # the naive reference: one backward pass per row
-            return [b.flatten(1) for b in loop_rows(values, shared)]
-        eye = torch.eye(len(values), dtype=values.dtype, device=values.device)
-        return [b.flatten(1) for b in vjp_rows(values, shared, eye, retain_graph=retain)]
-
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         """The parts' losses, :meth:`direction`, and its update."""
         order, index, stacked, objective = self.prepare(losses, ctx)
@@ -1259,7 +1254,8 @@ class SampledWeighting(GradientBased):
                 forwards[0] += 1
 
             with contextlib.ExitStack() as stack:
-                if model is not None:
+                if record or cut:
+                    assert model is not None
                     stack.callback(model.register_forward_pre_hook(counted).remove)
                 if record:
                     assert model is not None
